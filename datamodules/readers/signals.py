@@ -1,0 +1,225 @@
+"""Read EEG/MEG/iEEG recordings through MNE (and mne-bids) into one in-memory form.
+
+``read_signal`` returns a ``SignalRecording``: data scaled to stored units (µV, fT, fT/cm),
+channel names, types, positions (metres, head frame) or NaN where a channel has none, the
+bad channels, and the events as (onset seconds, duration, label). Preprocessing (notch,
+band-pass, re-reference, resample) is applied here, in MNE, and recorded.
+
+MNE only warns about some damaged files (an EDF whose header promises more records than the
+file holds is read "inferring from the file size"). Those warnings become errors here: a
+truncated recording must not be sharded as if it were whole.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from neurotrain.datamodules.channel_types import UNIT_SCALE
+from neurotrain.datamodules.shard_options import ShardError, ShardOptions
+from neurotrain.datamodules.sources import SourceItem
+
+# MNE warnings that mean the file is damaged, not merely unusual.
+_FATAL_WARNINGS = re.compile(
+    r"(does not match the file size|truncat|not enough data|fewer samples|file is too short|unexpected end)",
+    re.IGNORECASE,
+)
+_FRAMES = {0: "unknown", 1: "device", 4: "head", 5: "mri"}
+_IEEG_TYPES = {"seeg", "ecog", "dbs"}
+
+
+@dataclass
+class SignalRecording:
+    """A continuous recording ready to be segmented. ``data`` is ``[channels, time]`` float32."""
+
+    data: np.ndarray
+    sfreq: float
+    ch_names: list[str]
+    ch_types: list[str]
+    units: list[str]
+    positions: np.ndarray  # [C, 3] metres; NaN rows where unknown
+    position_frame: str
+    position_source: str
+    bad_channels: list[str]
+    events: list[tuple[float, float, str]]  # (onset s from data start, duration s, label)
+    modality: str
+    preprocessing: dict[str, Any] = field(default_factory=dict)
+
+
+def read_signal(item: SourceItem, options: ShardOptions) -> SignalRecording:
+    """Read, preprocess and scale one recording; raises ``ShardError`` naming the file."""
+    import mne
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            raw = _read_raw(item)  # header only: picking before loading avoids copying the data
+            events = _events(raw)  # in seconds, so they survive resampling
+            picks = options.channel_types or "data"
+            try:
+                raw.pick(picks, exclude=[])
+            except ValueError as exc:
+                raise ShardError(str(item.path), f"no channels of type {picks}: {exc}") from exc
+            raw.load_data(verbose="warning")
+        except ShardError:
+            raise
+        except Exception as exc:  # readers raise ValueError, OSError, RuntimeError, KeyError ...
+            raise ShardError(str(item.path), f"cannot be read as {item.fmt.upper()}: {exc}") from exc
+    for w in caught:
+        if _FATAL_WARNINGS.search(str(w.message)):
+            raise ShardError(str(item.path), f"damaged or truncated file: {w.message}")
+    if raw.n_times == 0 or len(raw.ch_names) == 0:
+        raise ShardError(str(item.path), "recording holds no samples or no channels")
+
+    modality = options.modality or _modality(item, raw.get_channel_types())
+    position_source = _apply_positions(raw, item, options.montage)
+    preprocessing = _preprocess(raw, options, mne)
+    ch_types = raw.get_channel_types()
+    scales = np.array([UNIT_SCALE.get(t, ("SI", 1.0))[1] for t in ch_types])
+    units = [UNIT_SCALE.get(t, ("SI", 1.0))[0] for t in ch_types]
+    data = np.empty((len(raw.ch_names), raw.n_times), dtype=np.float32)  # [C, T] in stored units
+    np.multiply(raw._data, scales[:, None], out=data, casting="unsafe")
+    preprocessing["scaling"] = {t: UNIT_SCALE.get(t, ("SI", 1.0))[0] for t in sorted(set(ch_types))}
+    positions, frame = _positions(raw)
+    return SignalRecording(
+        data=data,
+        sfreq=float(raw.info["sfreq"]),
+        ch_names=list(raw.ch_names),
+        ch_types=ch_types,
+        units=units,
+        positions=positions,
+        position_frame=frame,
+        position_source=position_source if np.isfinite(positions).all(axis=1).any() else "none",
+        bad_channels=[b for b in raw.info["bads"] if b in raw.ch_names],
+        events=events,
+        modality=modality,
+        preprocessing=preprocessing,
+    )
+
+
+def _read_raw(item: SourceItem):
+    import mne
+
+    if item.bids_root is not None:
+        import mne_bids
+
+        bp = mne_bids.get_bids_path_from_fname(item.path)
+        bp.update(root=item.bids_root)
+        return mne_bids.read_raw_bids(bp, verbose="warning")
+    return mne.io.read_raw(str(item.path), preload=False, verbose="warning")
+
+
+def _events(raw) -> list[tuple[float, float, str]]:
+    """Annotations (or stim-channel events when there are none) in seconds from the data start."""
+    import mne
+
+    ann = raw.annotations
+    out: list[tuple[float, float, str]] = []
+    if len(ann):
+        idx = raw.time_as_index(ann.onset, use_rounding=True, origin=ann.orig_time)
+        sf = raw.info["sfreq"]
+        for i, dur, desc in zip(idx, ann.duration, ann.description, strict=True):
+            if 0 <= i < raw.n_times:
+                out.append((float(i) / sf, float(dur), str(desc)))
+        return out
+    if "stim" in raw.get_channel_types():
+        ev = mne.find_events(raw, shortest_event=1, verbose="error")
+        out = [((s - raw.first_samp) / raw.info["sfreq"], 0.0, f"stim/{code}") for s, _, code in ev]
+    return out
+
+
+def _modality(item: SourceItem, ch_types: list[str]) -> str:
+    if item.bids_datatype in ("eeg", "meg", "ieeg"):
+        return item.bids_datatype
+    types = set(ch_types)
+    if types & {"mag", "grad"}:
+        return "meg"
+    if types & _IEEG_TYPES:
+        return "ieeg"
+    return "eeg"
+
+
+def _known(raw) -> np.ndarray:
+    locs = np.array([ch["loc"][:3] for ch in raw.info["chs"]], dtype=float)
+    return np.isfinite(locs).all(axis=1) & (np.abs(locs).sum(axis=1) > 0)
+
+
+def _apply_positions(raw, item: SourceItem, montage: str) -> str:
+    """Positions from the file or BIDS electrodes.tsv; else a standard 10-05 montage matched by name."""
+    from_file = _known(raw).any()
+    if montage == "none" or (montage == "auto" and from_file):
+        if not from_file:
+            return "none"
+        if item.bids_root is not None and list(item.path.parent.glob("*_electrodes.tsv")):
+            return "bids:electrodes.tsv"
+        return "file"
+    import mne
+
+    name = default_montage() if montage == "auto" else montage
+
+    try:
+        std = mne.channels.make_standard_montage(name)
+    except ValueError as exc:
+        raise ShardError(str(item.path), f"unknown montage {name!r}: {exc}") from exc
+    eeg_like = [n for n, t in zip(raw.ch_names, raw.get_channel_types(), strict=True) if t in ("eeg", "eog")]
+    lower = {n.lower() for n in std.ch_names}
+    if not any(n.lower() in lower for n in eeg_like):
+        return "none"
+    raw.set_montage(std, match_case=False, on_missing="ignore", verbose="error")
+    return f"montage:{name}"
+
+
+def default_montage() -> str:
+    """The standard 10-05 montage used to place channels by name (renamed in MNE 1.13)."""
+    import mne
+
+    builtin = mne.channels.get_builtin_montages()
+    return "colin27_1005" if "colin27_1005" in builtin else "standard_1005"
+
+
+def _positions(raw) -> tuple[np.ndarray, str]:
+    import mne
+
+    locs = np.array([ch["loc"][:3] for ch in raw.info["chs"]], dtype=np.float64)
+    frames = {ch["coord_frame"] for ch, ok in zip(raw.info["chs"], _known(raw), strict=True) if ok}
+    if 1 in frames and raw.info.get("dev_head_t") is not None:  # MEG sensors: device -> head
+        dev = np.array([ch["coord_frame"] == 1 for ch in raw.info["chs"]])
+        locs[dev] = mne.transforms.apply_trans(raw.info["dev_head_t"], locs[dev])
+        frames = (frames - {1}) | {4}
+    locs[~_known(raw)] = np.nan
+    frame = _FRAMES.get(int(next(iter(frames))), "unknown") if len(frames) == 1 else "mixed"
+    return locs.astype(np.float32), frame
+
+
+def _preprocess(raw, options: ShardOptions, mne) -> dict[str, Any]:
+    done: dict[str, Any] = {}
+    if options.notch:
+        raw.notch_filter(options.notch, picks="all", verbose="error")
+        done["notch"] = list(options.notch)
+    if options.l_freq is not None or options.h_freq is not None:
+        raw.filter(options.l_freq, options.h_freq, picks="all", verbose="error")
+        done["filter"] = [options.l_freq, options.h_freq]
+    if options.reference:
+        ref = "average" if options.reference == "average" else options.reference.split(",")
+        try:
+            raw.set_eeg_reference(ref, projection=False, verbose="error")
+        except (ValueError, RuntimeError) as exc:
+            raise ShardError(
+                str(raw.filenames[0]), f"cannot re-reference to {options.reference}: {exc}"
+            ) from exc
+        done["reference"] = options.reference
+    if options.sfreq is not None and abs(options.sfreq - raw.info["sfreq"]) > 1e-9:
+        done["resample"] = {"from": float(raw.info["sfreq"]), "to": float(options.sfreq)}
+        raw.resample(options.sfreq, verbose="error")
+    return done
+
+
+def source_fingerprint(path: Path) -> dict[str, Any]:
+    """Size and mtime of a file and its BrainVision/EEGLAB companions (changes force a redo)."""
+    files = [path] + [path.with_suffix(s) for s in (".eeg", ".vmrk", ".fdt") if path.with_suffix(s).exists()]
+    return {str(f.name): [f.stat().st_size, f.stat().st_mtime_ns] for f in files}

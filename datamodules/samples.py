@@ -1,0 +1,312 @@
+"""Turn one recording into shard samples: quality checks, segmentation, encoding.
+
+``recording_samples`` reads the recording (signals through MNE, fMRI/T1 through nibabel),
+detects flat channels and non-finite values (handled per option, never silently written),
+cuts signals into segments of ``segment_seconds`` with the events that fall in them, and
+yields samples as ready-to-write byte dicts. It also returns the recording's summary (for the
+manifest) and its normalisation accumulators (merged later over the train split).
+"""
+
+from __future__ import annotations
+
+import io
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from neurotrain.datamodules import stats
+from neurotrain.datamodules.files import dumps_json
+from neurotrain.datamodules.readers.signals import SignalRecording, read_signal
+from neurotrain.datamodules.readers.volumes import read_anat, read_fmri
+from neurotrain.datamodules.shard_options import ShardError, ShardOptions
+from neurotrain.datamodules.sources import SourceItem
+
+_ANNOTATION_PREFIXES = ("bad", "edge", "boundary")
+
+
+@dataclass
+class RecordingOutput:
+    """What one recording produced: samples to write, its manifest summary, its statistics."""
+
+    samples: Iterator[dict[str, Any]]
+    summary: dict[str, Any]
+    accumulators: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def is_annotation(label: str) -> bool:
+    """Bad-span and boundary markers are annotations, not labels to learn."""
+    return label.lower().startswith(_ANNOTATION_PREFIXES)
+
+
+def recording_samples(item: SourceItem, options: ShardOptions) -> RecordingOutput:
+    """Read ``item`` and prepare its samples; raises ``ShardError`` naming the file."""
+    if item.kind == "signal":
+        return _signal_samples(item, options)
+    if item.kind == "fmri":
+        return _fmri_samples(item, options)
+    return _anat_samples(item, options)
+
+
+def encode_npy(array: np.ndarray) -> bytes:
+    """``.npy`` bytes of an array (no pickle; deterministic)."""
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, np.ascontiguousarray(array), allow_pickle=False)
+    return buf.getvalue()
+
+
+def _signal_samples(item: SourceItem, options: ShardOptions) -> RecordingOutput:
+    rec = read_signal(item, options)
+    flat = _flat_channels(rec, options)
+    if flat and options.flat == "fail":
+        raise ShardError(str(item.path), f"flat channels: {', '.join(flat)} (use --flat mark|drop)")
+    if flat and options.flat == "drop":
+        keep = [i for i, n in enumerate(rec.ch_names) if n not in flat]
+        rec = _subset(rec, keep)
+    bads = sorted(set(rec.bad_channels) | (set(flat) if options.flat == "mark" else set()))
+    exclude = np.array([n in bads for n in rec.ch_names])
+
+    seg_len = int(round(options.segment_seconds * rec.sfreq))
+    min_len = int(round(options.min_segment_seconds * rec.sfreq))
+    n_times = rec.data.shape[1]
+    starts = [s for s in range(0, n_times, seg_len) if min(seg_len, n_times - s) >= min_len]
+    if not starts:
+        raise ShardError(
+            str(item.path),
+            f"recording is {n_times / rec.sfreq:.1f} s long, shorter than --min-segment-seconds "
+            f"{options.min_segment_seconds}",
+        )
+    kept, dropped, zeroed = [], [], 0
+    for k, s in enumerate(starts):
+        seg = rec.data[:, s : s + seg_len]
+        bad = ~np.isfinite(seg)
+        if bad.any():
+            where = f"segment {k} ({s / rec.sfreq:.1f} s), channels " + ", ".join(
+                rec.ch_names[i] for i in np.nonzero(bad.any(axis=1))[0][:5]
+            )
+            if options.nonfinite == "fail":
+                raise ShardError(
+                    str(item.path), f"NaN or infinite values in {where} (use --nonfinite drop|zero)"
+                )
+            if options.nonfinite == "drop":
+                dropped.append({"segment": k, "onset_s": s / rec.sfreq, "reason": "non-finite values"})
+                continue
+            zeroed += int(bad.sum())
+            seg[bad] = 0.0
+        kept.append((k, s))
+    if not kept:
+        raise ShardError(str(item.path), "every segment was dropped for non-finite values")
+    if options.dtype == "float16":
+        peak = max(float(np.abs(rec.data[:, s : s + seg_len]).max()) for _, s in kept)
+        if peak >= 65504:
+            raise ShardError(str(item.path), f"values up to {peak:.3g} overflow float16; use --dtype float32")
+
+    if len(kept) == len(starts):  # the usual case: a view, no copy of the whole recording
+        used = rec.data[:, : min(starts[-1] + seg_len, n_times)]
+    else:
+        used = rec.data[:, np.concatenate([np.arange(s, min(s + seg_len, n_times)) for _, s in kept])]
+    acc = stats.accumulate(used, rec.ch_types, exclude)
+    summary = _signal_summary(item, rec, options, bads, flat, dropped, zeroed, len(kept))
+    return RecordingOutput(_iter_signal(item, rec, options, kept, seg_len, bads), summary, acc)
+
+
+def _iter_signal(item, rec: SignalRecording, options, kept, seg_len, bads) -> Iterator[dict[str, Any]]:
+    dtype = np.dtype(options.dtype)
+    positions = [None if not np.isfinite(p).all() else [float(v) for v in p] for p in rec.positions]
+    onsets = np.array([e[0] for e in rec.events])
+    for k, s in kept:
+        seg = rec.data[:, s : s + seg_len]
+        t0, t1 = s / rec.sfreq, (s + seg.shape[1]) / rec.sfreq
+        inside = np.nonzero((onsets >= t0) & (onsets < t1))[0] if len(onsets) else []
+        events = [
+            {
+                "onset": round(rec.events[i][0] - t0, 6),
+                "duration": rec.events[i][1],
+                "label": rec.events[i][2],
+            }
+            for i in inside
+        ]
+        meta = {
+            **_ids(item),
+            "modality": rec.modality,
+            "sfreq": rec.sfreq,
+            "n_times": int(seg.shape[1]),
+            "ch_names": rec.ch_names,
+            "ch_types": rec.ch_types,
+            "units": rec.units,
+            "positions": positions,
+            "position_frame": rec.position_frame,
+            "position_source": rec.position_source,
+            "bad_channels": bads,
+            "segment_index": k,
+            "onset_s": t0,
+            "duration_s": t1 - t0,
+            "preprocessing": rec.preprocessing,
+        }
+        yield {
+            "__key__": f"{item.recording_id}_seg{k:05d}",
+            "signal.npy": encode_npy(seg.astype(dtype)),
+            "meta.json": dumps_json(meta).encode(),
+            "events.json": dumps_json(events).encode(),
+        }
+
+
+def _flat_channels(rec: SignalRecording, options: ShardOptions) -> list[str]:
+    """Channels whose std is 0 or below ``flat_threshold`` × their type's median std."""
+    std = rec.data.std(axis=1)
+    flat = []
+    for t in set(rec.ch_types):
+        idx = [i for i, ct in enumerate(rec.ch_types) if ct == t]
+        med = float(np.median(std[idx]))
+        flat += [rec.ch_names[i] for i in idx if std[i] == 0 or std[i] < options.flat_threshold * med]
+    return sorted(flat)
+
+
+def _subset(rec: SignalRecording, keep: list[int]) -> SignalRecording:
+    return SignalRecording(
+        data=rec.data[keep],
+        sfreq=rec.sfreq,
+        ch_names=[rec.ch_names[i] for i in keep],
+        ch_types=[rec.ch_types[i] for i in keep],
+        units=[rec.units[i] for i in keep],
+        positions=rec.positions[keep],
+        position_frame=rec.position_frame,
+        position_source=rec.position_source,
+        bad_channels=[b for b in rec.bad_channels if b in {rec.ch_names[i] for i in keep}],
+        events=rec.events,
+        modality=rec.modality,
+        preprocessing=rec.preprocessing,
+    )
+
+
+def _ids(item: SourceItem) -> dict[str, Any]:
+    return {
+        "subject": item.subject,
+        "session": item.session,
+        "task": item.task,
+        "run": item.run,
+        "recording": item.recording_id,
+        "dataset": item.dataset,
+        "source": item.source,
+    }
+
+
+def _signal_summary(item, rec, options, bads, flat, dropped, zeroed, n_segments) -> dict[str, Any]:
+    labels = Counter(e[2] for e in rec.events)
+    return {
+        **_ids(item),
+        "modality": rec.modality,
+        "sfreq": rec.sfreq,
+        "n_channels": len(rec.ch_names),
+        "ch_names": rec.ch_names,
+        "ch_types": rec.ch_types,
+        "duration_s": rec.data.shape[1] / rec.sfreq,
+        "n_segments": n_segments,
+        "segment_seconds": options.segment_seconds,
+        "bad_channels": bads,
+        "flat_channels": flat,
+        "dropped_segments": dropped,
+        "zeroed_values": zeroed,
+        "position_source": rec.position_source,
+        "n_positions": int(np.isfinite(rec.positions).all(axis=1).sum()),
+        "event_counts": dict(sorted(labels.items())),
+    }
+
+
+def _fmri_samples(item: SourceItem, options: ShardOptions) -> RecordingOutput:
+    ps = read_fmri(item, options)
+    bad = ~np.isfinite(ps.data)
+    if bad.any():
+        if options.nonfinite == "fail":
+            raise ShardError(
+                str(item.path), "NaN or infinite values in the parcel series (use --nonfinite zero)"
+            )
+        ps.data[bad] = 0.0
+    types = ["bold"] * len(ps.names)
+    acc = stats.accumulate(ps.data, types, np.zeros(len(types), dtype=bool))
+    meta = {
+        **_ids(item),
+        "modality": "fmri",
+        "sfreq": 1.0 / ps.tr,
+        "tr": ps.tr,
+        "n_times": int(ps.data.shape[1]),
+        "ch_names": ps.names,
+        "ch_types": types,
+        "units": [
+            "z" if options.fmri_normalize == "zscore" else "%" if options.fmri_normalize == "psc" else "a.u."
+        ]
+        * len(types),
+        "positions": [[float(v) for v in p] for p in ps.positions],
+        "position_frame": ps.position_frame,
+        "position_source": "atlas",
+        "bad_channels": [],
+        "segment_index": 0,
+        "onset_s": 0.0,
+        "duration_s": ps.data.shape[1] * ps.tr,
+        "preprocessing": ps.preprocessing,
+    }
+    sample = {
+        "__key__": f"{item.recording_id}_seg00000",
+        "signal.npy": encode_npy(ps.data.astype(options.dtype)),
+        "meta.json": dumps_json(meta).encode(),
+        "events.json": dumps_json([]).encode(),
+    }
+    summary = {
+        **_ids(item),
+        "modality": "fmri",
+        "sfreq": 1.0 / ps.tr,
+        "tr": ps.tr,
+        "n_channels": len(ps.names),
+        "ch_names": ps.names,
+        "ch_types": types,
+        "duration_s": meta["duration_s"],
+        "n_segments": 1,
+        "bad_channels": [],
+        "flat_channels": [],
+        "dropped_segments": [],
+        "zeroed_values": int(bad.sum()),
+        "position_source": "atlas",
+        "n_positions": len(ps.names),
+        "event_counts": {},
+    }
+    return RecordingOutput(iter([sample]), summary, acc)
+
+
+def _anat_samples(item: SourceItem, options: ShardOptions) -> RecordingOutput:
+    vol = read_anat(item, options)
+    meta = {
+        **_ids(item),
+        "modality": "anat",
+        "voxel_size": vol.voxel_size,
+        "shape": list(vol.data.shape),
+        "affine": [[float(v) for v in row] for row in vol.affine],
+        "orientation": "RAS",
+        "normalisation": vol.preprocessing["normalisation"],
+        "preprocessing": vol.preprocessing,
+    }
+    sample = {
+        "__key__": f"{item.recording_id}_seg00000",
+        "volume.npy": encode_npy(vol.data.astype(options.dtype)),
+        "meta.json": dumps_json(meta).encode(),
+    }
+    summary = {
+        **_ids(item),
+        "modality": "anat",
+        "n_channels": 0,
+        "ch_names": [],
+        "ch_types": [],
+        "shape": list(vol.data.shape),
+        "voxel_size": vol.voxel_size,
+        "duration_s": 0.0,
+        "n_segments": 1,
+        "bad_channels": [],
+        "flat_channels": [],
+        "dropped_segments": [],
+        "zeroed_values": 0,
+        "position_source": "none",
+        "n_positions": 0,
+        "event_counts": {},
+    }
+    return RecordingOutput(iter([sample]), summary, {})

@@ -1,0 +1,140 @@
+"""Tiny seeded recordings written by real writers (MNE, edfio, pybv, eeglabio, nibabel).
+
+Fixtures come from code, not committed blobs: each function writes a small file in one of the
+formats ``neurotrain shard`` reads, with known content, so tests can check what comes out.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+# 10-20 names that the standard 10-05 montage knows, so positions can come from the montage.
+CHANNELS_1020 = ["Fp1", "Fp2", "F3", "F4", "C3", "C4", "P3", "P4", "O1", "O2", "Cz", "Pz"]
+
+
+def make_raw(
+    n_channels: int = 8,
+    sfreq: float = 128.0,
+    seconds: float = 30.0,
+    seed: int = 0,
+    names: list[str] | None = None,
+    events: list[tuple[float, str]] | None = None,
+):
+    """An ``mne.io.RawArray`` of EEG in volts (~20 µV noise plus a 10 Hz rhythm) with annotations."""
+    import mne
+
+    rng = np.random.default_rng(seed)
+    names = names or CHANNELS_1020[:n_channels]
+    n = int(seconds * sfreq)
+    t = np.arange(n) / sfreq
+    data = 20e-6 * rng.standard_normal((len(names), n)) + 10e-6 * np.sin(2 * np.pi * 10 * t)
+    info = mne.create_info(names, sfreq, "eeg")
+    raw = mne.io.RawArray(data, info, verbose="error")
+    if events:
+        onsets, labels = zip(*events, strict=True)
+        raw.set_annotations(mne.Annotations(list(onsets), [0.0] * len(onsets), list(labels)))
+    return raw
+
+
+def write_fif(path: Path, **kw) -> Path:
+    raw = make_raw(**kw)
+    raw.save(path, overwrite=True, verbose="error")
+    return path
+
+
+def write_edf(path: Path, **kw) -> Path:
+    import mne
+
+    mne.export.export_raw(path, make_raw(**kw), fmt="edf", overwrite=True, verbose="error")
+    return path
+
+
+def write_brainvision(path: Path, **kw) -> Path:
+    import mne
+
+    mne.export.export_raw(path, make_raw(**kw), fmt="brainvision", overwrite=True, verbose="error")
+    return path
+
+
+def write_eeglab(path: Path, **kw) -> Path:
+    import mne
+
+    mne.export.export_raw(path, make_raw(**kw), fmt="eeglab", overwrite=True, verbose="error")
+    return path
+
+
+def write_bdf(path: Path, **kw) -> Path:
+    """A BDF (24-bit) file through edfio, which MNE reads with ``read_raw_bdf``."""
+    from edfio import Bdf, BdfSignal, EdfAnnotation
+
+    raw = make_raw(**kw)
+    notes = [EdfAnnotation(a["onset"], None, a["description"]) for a in raw.annotations]
+    sigs = [
+        BdfSignal(raw.get_data(picks=[i])[0] * 1e6, raw.info["sfreq"], label=name, physical_dimension="uV")
+        for i, name in enumerate(raw.ch_names)
+    ]
+    Bdf(sigs, annotations=notes).write(path)
+    return path
+
+
+def write_bids_eeg(root: Path, subjects: list[str], seconds: float = 30.0) -> Path:
+    """A small BIDS EEG dataset written by mne-bids (positions from the standard montage)."""
+    import mne
+    import mne_bids
+
+    for i, sub in enumerate(subjects):
+        raw = make_raw(seconds=seconds, seed=i, events=[(2.0, "face"), (5.0, "house"), (7.5, "BAD_x")])
+        raw.set_montage(mne.channels.make_standard_montage("colin27_1005"), verbose="error")
+        tmp = root.parent / f"_tmp_{sub}_raw.fif"
+        raw.save(tmp, overwrite=True, verbose="error")
+        raw = mne.io.read_raw_fif(tmp, verbose="error")
+        bp = mne_bids.BIDSPath(subject=sub, task="demo", datatype="eeg", root=root)
+        mne_bids.write_raw_bids(raw, bp, format="EDF", allow_preload=False, overwrite=True, verbose="error")
+        tmp.unlink()
+    return root
+
+
+def write_fmri(
+    path: Path, shape: tuple[int, int, int, int] = (6, 6, 5, 40), tr: float = 2.0, seed: int = 0
+) -> Path:
+    """A 4-D NIfTI with a known TR and a slow drift per voxel."""
+    import nibabel as nib
+
+    rng = np.random.default_rng(seed)
+    data = 100 + rng.standard_normal(shape).astype(np.float32)
+    affine = np.diag([3.0, 3.0, 3.0, 1.0])
+    img = nib.Nifti1Image(data, affine)
+    img.header.set_xyzt_units("mm", "sec")
+    img.header["pixdim"][4] = tr
+    nib.save(img, path)
+    return path
+
+
+def write_atlas(path: Path, shape: tuple[int, int, int] = (6, 6, 5), n_parcels: int = 4) -> Path:
+    """A label image on the same grid as ``write_fmri``: parcels are slabs along x."""
+    import nibabel as nib
+
+    lab = np.zeros(shape, dtype=np.int16)
+    edges = np.linspace(0, shape[0], n_parcels + 1).astype(int)
+    for k in range(n_parcels):
+        lab[edges[k] : edges[k + 1], 1:-1, 1:-1] = k + 1
+    nib.save(nib.Nifti1Image(lab, np.diag([3.0, 3.0, 3.0, 1.0])), path)
+    return path
+
+
+def write_t1(path: Path, shape: tuple[int, int, int] = (40, 48, 40), seed: int = 0) -> Path:
+    """A 3-D head-like image (bright ellipsoid on a dark background) in LAS orientation."""
+    import nibabel as nib
+
+    rng = np.random.default_rng(seed)
+    idx = np.indices(shape).astype(np.float32)
+    centre = (np.array(shape) - 1)[:, None, None, None] / 2
+    r = np.sqrt((((idx - centre) / (np.array(shape)[:, None, None, None] / 2.5)) ** 2).sum(0))
+    data = np.where(r < 1, 500 + 50 * rng.standard_normal(shape), 0).astype(np.float32)
+    affine = np.diag([-2.0, 2.0, 2.0, 1.0])  # LAS: x flipped, so reorientation is exercised
+    path_str = str(path)
+    img = nib.MGHImage(data, affine) if path_str.endswith(".mgz") else nib.Nifti1Image(data, affine)
+    nib.save(img, path_str)
+    return path

@@ -1,0 +1,86 @@
+"""The ``neurotrain`` command: one console script, one subcommand per job.
+
+    neurotrain shard SOURCE... --out DIR     raw recordings -> sharded WebDataset + manifest
+    neurotrain inspect DIR [--verify]        summary of a shard dataset; re-hash its shards
+    neurotrain fetch NAME...                 fetch an example dataset into the cache
+
+Heavy libraries are imported inside each subcommand, so ``neurotrain --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from neurotrain.train.shard_command import add_shard_parser
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every subcommand registered."""
+    parser = argparse.ArgumentParser(
+        prog="neurotrain",
+        description="Train foundation models on neural recordings (EEG, MEG, iEEG, fMRI, MRI).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    add_shard_parser(sub)
+    _add_inspect(sub)
+    _add_fetch(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        print("interrupted: finished work is kept; re-run the same command to continue", file=sys.stderr)
+        return 130
+
+
+def _add_inspect(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("inspect", help="summarise a shard dataset; --verify re-hashes every shard")
+    p.add_argument("directory", metavar="DIR", help="folder holding manifest.json and the shards")
+    p.add_argument("--verify", action="store_true", help="re-hash every shard against the manifest")
+    p.set_defaults(handler=_inspect)
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from neurotrain.datamodules.inspection import print_summary
+    from neurotrain.datamodules.manifest import ManifestError
+
+    try:
+        return print_summary(args.directory, verify=args.verify)
+    except ManifestError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _add_fetch(sub: argparse._SubParsersAction) -> None:
+    from neurotrain.datamodules.example_data import DATASETS
+
+    p = sub.add_parser("fetch", help="fetch example recordings that ship in PyPI packages into the cache")
+    p.add_argument(
+        "names", nargs="+", choices=sorted(DATASETS), metavar="NAME", help=", ".join(sorted(DATASETS))
+    )
+    p.set_defaults(handler=_fetch)
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    from neurotrain.datamodules.example_data import FetchError, fetch
+
+    for name in args.names:
+        try:
+            print(fetch(name, quiet=False))
+        except FetchError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
