@@ -1,0 +1,52 @@
+"""Evaluation metrics (torchmetrics), accumulated over an epoch and logged at its end.
+
+Classification: balanced accuracy (macro-averaged recall), Cohen's kappa, weighted F1, macro
+AUROC. Regression: Pearson r and R², averaged over outputs. Retrieval for alignment lives in
+`objectives.topk_retrieval_accuracy`.
+"""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+from torchmetrics import MetricCollection
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassAUROC,
+    MulticlassCohenKappa,
+    MulticlassF1Score,
+)
+from torchmetrics.regression import PearsonCorrCoef, R2Score
+
+
+def classification_metrics(num_classes: int, prefix: str = "") -> MetricCollection:
+    """Update with (probabilities [N, K], labels [N]); keys ``{prefix}balanced_accuracy`` etc."""
+    return MetricCollection(
+        {
+            "balanced_accuracy": MulticlassAccuracy(num_classes, average="macro"),
+            "kappa": MulticlassCohenKappa(num_classes),
+            "f1_weighted": MulticlassF1Score(num_classes, average="weighted"),
+            "auroc": MulticlassAUROC(num_classes, average="macro"),
+        },
+        prefix=prefix,
+        compute_groups=False,
+    )
+
+
+def regression_metrics(num_outputs: int = 1, prefix: str = "") -> MetricCollection:
+    """Update with (prediction, target), both [N] for one output or [N, K]; keys ``pearson_r``, ``r2``."""
+    return MetricCollection(
+        {"pearson_r": PearsonCorrCoef(num_outputs=num_outputs), "r2": R2Score(multioutput="uniform_average")},
+        prefix=prefix,
+    )
+
+
+def log_metrics(module: pl.LightningModule, metrics: MetricCollection) -> None:
+    """Compute, log (each value averaged over outputs) and reset; silent when nothing was updated.
+
+    A validation epoch without labelled samples (e.g. a sanity check on unlabelled data) would
+    otherwise make torchmetrics compute on empty state and warn or fail.
+    """
+    if not any(metric.update_count for metric in metrics.values()):
+        return
+    module.log_dict({name: value.float().mean() for name, value in metrics.compute().items()})
+    metrics.reset()

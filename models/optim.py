@@ -1,0 +1,72 @@
+"""Optimizer parameter groups (weight decay split, layer-wise lr decay) and the warmup-cosine schedule.
+
+Layer-wise lr decay (BEiT, MAE fine-tuning): the parameters of encoder layer ``i`` of ``L`` train at
+``lr * decay ** (L + 1 - i)``, so the embeddings (layer 0) move least and the head (layer L + 1)
+at the full lr; fine-tuning then changes the general low layers less than the task-specific top.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from torch import nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR
+
+
+def param_groups(
+    model: nn.Module,
+    lr: float,
+    weight_decay: float,
+    layer_decay: float = 1.0,
+    num_layers: int = 0,
+    layer_id: Callable[[str], int] | None = None,
+) -> list[dict]:
+    """Trainable parameters of ``model`` grouped by (layer, decayed or not).
+
+    ``layer_id(name)`` maps a parameter name of ``model`` to 0..num_layers + 1; without it every
+    parameter is in the top layer (full lr). Biases, norms and other 1-D parameters get no weight
+    decay (decaying a LayerNorm gain towards 0 only hurts). Each group carries ``lr`` already
+    scaled and ``lr_scale`` for reference.
+    """
+    groups: dict[tuple[int, bool], dict] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        layer = layer_id(name) if layer_id is not None else num_layers + 1
+        decayed = param.ndim >= 2
+        scale = layer_decay ** (num_layers + 1 - layer)
+        group = groups.setdefault(
+            (layer, decayed),
+            {
+                "params": [],
+                "names": [],
+                "lr": lr * scale,
+                "lr_scale": scale,
+                "weight_decay": weight_decay if decayed else 0.0,
+                "layer_id": layer,
+            },
+        )
+        group["params"].append(param)
+        group["names"].append(name)
+    return [groups[key] for key in sorted(groups)]
+
+
+def warmup_cosine(
+    optimizer: Optimizer, warmup_steps: int, total_steps: int | None, min_lr_ratio: float = 0.0
+) -> LambdaLR:
+    """Linear warmup over ``warmup_steps``, then cosine to ``min_lr_ratio * lr`` at ``total_steps``.
+
+    ``total_steps`` None (an endless stream with no ``max_steps``) holds the lr after warmup.
+    """
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        if total_steps is None or total_steps <= warmup_steps:
+            return 1.0
+        progress = min(1.0, (step - warmup_steps) / (total_steps - warmup_steps))
+        return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return LambdaLR(optimizer, factor)
