@@ -3,6 +3,10 @@
     neurotrain shard SOURCE... --out DIR     raw recordings -> sharded WebDataset + manifest
     neurotrain inspect DIR [--verify]        summary of a shard dataset; re-hash its shards
     neurotrain fetch NAME...                 fetch an example dataset into the cache
+    neurotrain fit|validate|test|predict     LightningCLI: --config train/configs/X.yaml --model.lr=…
+    neurotrain export CKPT --out F           DeepSpeed or plain checkpoint -> one .safetensors
+    neurotrain compare RUN_OR_FOLDER... --out F  one HTML dashboard of many runs
+    neurotrain sync [FOLDER]                     upload offline W&B runs (wandb sync)
 
 Heavy libraries are imported inside each subcommand, so ``neurotrain --help`` is instant.
 """
@@ -13,9 +17,19 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+from neurotrain.train.compare import add_compare_parser
+from neurotrain.train.compare_sync import add_sync_parser
+from neurotrain.train.export import add_export_parser
 from neurotrain.train.shard_command import add_shard_parser
 
 Handler = Callable[[argparse.Namespace], int]
+
+_LIGHTNING_HELP = {
+    "fit": "train a model (LightningCLI: --config train/configs/NAME.yaml, --model.x=… overrides)",
+    "validate": "run validation of a model on a dataset's val split",
+    "test": "evaluate a model on a dataset's test split",
+    "predict": "embed or predict on a dataset with a trained model",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,11 +42,21 @@ def build_parser() -> argparse.ArgumentParser:
     add_shard_parser(sub)
     _add_inspect(sub)
     _add_fetch(sub)
+    add_export_parser(sub)
+    add_compare_parser(sub)
+    add_sync_parser(sub)
+    for name, text in _LIGHTNING_HELP.items():  # parsed by LightningCLI; listed here for --help
+        sub.add_parser(name, help=text, add_help=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in _LIGHTNING_HELP:
+        from neurotrain.train.lightning_cli import run_lightning
+
+        return run_lightning(argv)
     args = build_parser().parse_args(argv)
     handler: Handler = args.handler
     try:

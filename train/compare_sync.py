@@ -1,0 +1,125 @@
+"""``neurotrain sync [FOLDER]``: upload the offline W&B runs under a folder with ``wandb sync``.
+
+    neurotrain sync                      # every offline run under the current folder
+    neurotrain sync checkpoints/ --dry-run
+    neurotrain sync checkpoints/ --project neuro --entity me --include-synced
+
+W&B keeps an offline run as ``wandb/offline-run-<time>-<id>/run-<id>.wandb``; ``wandb sync`` marks a run
+it uploaded with ``run-<id>.wandb.synced``, and those are skipped unless ``--include-synced``. The W&B
+server is probed first (a few seconds at most) and the upload has a time limit, so without a network
+the command fails with a message instead of hanging; the runs stay on disk for a later try.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from urllib.parse import urlparse
+
+DEFAULT_BASE_URL = "https://api.wandb.ai"
+
+
+def find_offline_runs(folder: str | Path, include_synced: bool = False) -> list[Path]:
+    """The ``offline-run-*`` folders under ``folder`` (recursively) that hold a ``.wandb`` file."""
+    runs = []
+    for path in sorted(Path(folder).rglob("offline-run-*")):
+        files = list(path.glob("run-*.wandb")) if path.is_dir() else []
+        if not files:
+            continue
+        synced = all(f.with_name(f.name + ".synced").exists() for f in files)
+        if include_synced or not synced:
+            runs.append(path)
+    return runs
+
+
+def sync_runs(
+    runs: Sequence[Path],
+    *,
+    project: str | None = None,
+    entity: str | None = None,
+    timeout_s: float = 600.0,
+    probe_timeout_s: float = 5.0,
+) -> int:
+    """Run ``wandb sync`` on ``runs``; returns its exit code, or 1 when the server cannot be reached."""
+    base_url = os.environ.get("WANDB_BASE_URL", DEFAULT_BASE_URL)
+    problem = probe(base_url, probe_timeout_s)
+    if problem:
+        print(
+            f"error: cannot reach the W&B server {base_url} ({problem}); nothing was uploaded and the "
+            "runs stay on disk. Re-run `neurotrain sync` when online.",
+            file=sys.stderr,
+        )
+        return 1
+    cmd = _wandb_command(runs, project, entity)
+    try:
+        return subprocess.run(cmd, timeout=timeout_s, check=False).returncode
+    except subprocess.TimeoutExpired:
+        print(
+            f"error: wandb sync did not finish within {timeout_s:.0f} s; re-run to resume.", file=sys.stderr
+        )
+        return 1
+
+
+def probe(base_url: str, timeout_s: float) -> str | None:
+    """None when a TCP connection to the server opens within ``timeout_s``; else why not."""
+    parsed = urlparse(base_url)
+    host = parsed.hostname
+    if not host:
+        return f"not a URL: {base_url!r}"
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return None
+    except OSError as exc:
+        return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def add_sync_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``neurotrain sync``."""
+    p = sub.add_parser(
+        "sync",
+        help="upload offline W&B runs under a folder (wraps `wandb sync`)",
+        description="Upload the offline W&B runs under FOLDER (wandb/offline-run-*) with `wandb sync`; fails with "
+        "a message, not a hang, when the W&B server cannot be reached.",
+    )
+    p.add_argument(
+        "folder", nargs="?", default=".", help="folder searched for wandb/offline-run-* (default .)"
+    )
+    p.add_argument("--dry-run", action="store_true", help="list the runs and the command; upload nothing")
+    p.add_argument("--include-synced", action="store_true", help="also runs that were uploaded before")
+    p.add_argument("--project", help="W&B project to upload into (default: the one each run recorded)")
+    p.add_argument("--entity", help="W&B entity (user or team)")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds before the upload is abandoned")
+    p.set_defaults(handler=_sync)
+
+
+def _sync(args: argparse.Namespace) -> int:
+    if not Path(args.folder).is_dir():
+        print(f"error: {args.folder}: no such folder", file=sys.stderr)
+        return 2
+    runs = find_offline_runs(args.folder, include_synced=args.include_synced)
+    if not runs:
+        print(f"no offline W&B runs to upload under {args.folder}")
+        return 0
+    print(f"{len(runs)} offline W&B run(s) to upload:")
+    for run in runs:
+        print(f"  {run}")
+    if args.dry_run:
+        print("would run: " + " ".join(_wandb_command(runs, args.project, args.entity)))
+        return 0
+    return sync_runs(runs, project=args.project, entity=args.entity, timeout_s=args.timeout)
+
+
+def _wandb_command(runs: Sequence[Path], project: str | None, entity: str | None) -> list[str]:
+    # The wandb of this interpreter's environment, even when that environment is not activated.
+    cmd = [sys.executable, "-m", "wandb", "sync", "--include-synced"]
+    if project:
+        cmd += ["--project", project]
+    if entity:
+        cmd += ["--entity", entity]
+    return cmd + [str(run) for run in runs]

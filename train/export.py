@@ -1,0 +1,91 @@
+"""``neurotrain export CKPT --out model.safetensors``: one portable weights file from any checkpoint.
+
+A DeepSpeed checkpoint is a directory of ZeRO shards; a plain Lightning checkpoint is one
+pickle-free-loadable file. Either becomes one fp32 ``.safetensors`` file whose metadata carries
+the model config (hyperparameters), the normalisation statistics and the data description,
+which ``--model.init_from`` accepts. Plain checkpoints are read with ``weights_only=True``;
+DeepSpeed's own client-state file is read the same way when it can be, and otherwise only
+after saying so (it is a file your own run wrote, never a downloaded one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+_WRAPPER_PREFIX = "_forward_module."
+_CLIENT_KEYS = ("hyper_parameters", "normalization", "data", "epoch", "global_step")
+
+
+def export_checkpoint(src: str | Path, out: str | Path) -> Path:
+    """Write ``out`` (.safetensors) from checkpoint ``src`` (file or DeepSpeed directory)."""
+    import torch
+    from safetensors.torch import save_file
+
+    src, out = Path(src), Path(out)
+    if src.is_dir():
+        state, client = _read_deepspeed(src)
+    elif src.is_file():
+        ckpt = torch.load(src, map_location="cpu", weights_only=True)
+        state, client = ckpt.get("state_dict", ckpt), ckpt
+    else:
+        raise FileNotFoundError(f"checkpoint not found: {src}")
+    tensors = {k: v.detach().to(torch.float32 if v.is_floating_point() else v.dtype).contiguous() for k, v in state.items()}
+    metadata = {"format": "neurotrain", "source": str(src)}
+    for key in _CLIENT_KEYS:
+        if client.get(key) is not None:
+            metadata[key] = json.dumps(client[key], default=str)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        save_file(tensors, str(tmp), metadata=metadata)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+def _read_deepspeed(directory: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    import torch
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint, get_model_state_file
+    from pytorch_lightning.utilities.deepspeed import ds_checkpoint_dir
+
+    state = get_fp32_state_dict_from_zero_checkpoint(str(directory))
+    state = {k.removeprefix(_WRAPPER_PREFIX): v for k, v in state.items()}
+    inner = ds_checkpoint_dir(str(directory))
+    client: dict[str, Any] = {}
+    for stage in (2, 3):  # the client-state file is named differently for ZeRO-3
+        try:
+            model_file = get_model_state_file(inner, stage)
+        except FileNotFoundError:
+            continue
+        try:
+            client = torch.load(model_file, map_location="cpu", weights_only=True)
+        except Exception:  # DeepSpeed pickles a few of its own objects beside the client state
+            warnings.warn(f"{model_file}: reading DeepSpeed's client state with full unpickling", stacklevel=2)
+            client = torch.load(model_file, map_location="cpu", weights_only=False)
+        break
+    return state, client
+
+
+def add_export_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``neurotrain export``."""
+    p = sub.add_parser("export", help="consolidate a checkpoint (DeepSpeed directory or file) into one .safetensors")
+    p.add_argument("checkpoint", metavar="CKPT", help="Lightning .ckpt file or DeepSpeed checkpoint directory")
+    p.add_argument("--out", required=True, help="output .safetensors file")
+    p.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        out = export_checkpoint(args.checkpoint, args.out)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {out}")
+    return 0
