@@ -59,13 +59,13 @@ def encode_npy(array: np.ndarray) -> bytes:
 
 def _signal_samples(item: SourceItem, options: ShardOptions) -> RecordingOutput:
     rec = read_signal(item, options)
-    flat = _flat_channels(rec, options)
+    flat, noisy = _outlier_channels(rec, options)
     if flat and options.flat == "fail":
         raise ShardError(str(item.path), f"flat channels: {', '.join(flat)} (use --flat mark|drop)")
     if flat and options.flat == "drop":
         keep = [i for i, n in enumerate(rec.ch_names) if n not in flat]
         rec = _subset(rec, keep)
-    bads = sorted(set(rec.bad_channels) | (set(flat) if options.flat == "mark" else set()))
+    bads = sorted(set(rec.bad_channels) | set(noisy) | (set(flat) if options.flat == "mark" else set()))
     exclude = np.array([n in bads for n in rec.ch_names])
 
     seg_len = int(round(options.segment_seconds * rec.sfreq))
@@ -109,6 +109,7 @@ def _signal_samples(item: SourceItem, options: ShardOptions) -> RecordingOutput:
         used = rec.data[:, np.concatenate([np.arange(s, min(s + seg_len, n_times)) for _, s in kept])]
     acc = stats.accumulate(used, rec.ch_types, exclude)
     summary = _signal_summary(item, rec, options, bads, flat, dropped, zeroed, len(kept))
+    summary["noisy_channels"] = noisy
     return RecordingOutput(_iter_signal(item, rec, options, kept, seg_len, bads), summary, acc)
 
 
@@ -153,15 +154,21 @@ def _iter_signal(item, rec: SignalRecording, options, kept, seg_len, bads) -> It
         }
 
 
-def _flat_channels(rec: SignalRecording, options: ShardOptions) -> list[str]:
-    """Channels whose std is 0 or below ``flat_threshold`` × their type's median std."""
+def _outlier_channels(rec: SignalRecording, options: ShardOptions) -> tuple[list[str], list[str]]:
+    """(flat, noisy): std 0 or below ``flat_threshold`` × the type's median std; above ``noisy_threshold`` ×.
+
+    Noisy channels are marked bad (kept in the shards, left out of the statistics and, by
+    default, of the batches); a few of them would otherwise dominate the normalisation scale.
+    """
     std = rec.data.std(axis=1)
-    flat = []
+    flat, noisy = [], []
     for t in set(rec.ch_types):
         idx = [i for i, ct in enumerate(rec.ch_types) if ct == t]
         med = float(np.median(std[idx]))
         flat += [rec.ch_names[i] for i in idx if std[i] == 0 or std[i] < options.flat_threshold * med]
-    return sorted(flat)
+        if options.noisy_threshold and len(idx) >= 4:
+            noisy += [rec.ch_names[i] for i in idx if std[i] > options.noisy_threshold * med]
+    return sorted(flat), sorted(noisy)
 
 
 def _subset(rec: SignalRecording, keep: list[int]) -> SignalRecording:

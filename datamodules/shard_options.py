@@ -45,10 +45,11 @@ class ShardOptions:
     volume_shape: tuple[int, int, int] = (96, 112, 96)
     nonfinite: NonFinite = "fail"
     flat: FlatPolicy = "mark"
-    flat_threshold: float = (
-        1e-3  # a channel whose std is below this fraction of its type's median std is flat
-    )
-    stats: Literal["mean_std", "robust"] = "mean_std"
+    # a channel whose std is below flat_threshold × its type's median std is flat; above
+    # noisy_threshold × it is noisy and marked bad (0: never)
+    flat_threshold: float = 1e-3
+    noisy_threshold: float = 5.0
+    stats: Literal["mean_std", "robust"] = "robust"
     split_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
     split_seed: int = 0
     shard_size_mb: float = 256.0

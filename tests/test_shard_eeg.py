@@ -71,17 +71,29 @@ def test_samples_hold_signal_meta_and_segment_events(eeg_shards: Path, example_e
 def test_statistics_come_from_the_train_split_only(eeg_shards: Path) -> None:
     m = load_manifest(eeg_shards)
     train_shards = [s["name"] for s in m["shards"] if s["split"] == "train"]
-    xs = [
-        s["signal.npy"].astype(np.float64)
-        for s in wds.WebDataset([str(eeg_shards / n) for n in train_shards], shardshuffle=False).decode()
-    ]
+    xs = []
+    for s in wds.WebDataset([str(eeg_shards / n) for n in train_shards], shardshuffle=False).decode():
+        good = [
+            i for i, n in enumerate(s["meta.json"]["ch_names"]) if n not in s["meta.json"]["bad_channels"]
+        ]
+        xs.append(s["signal.npy"][good].astype(np.float64))  # bad (noisy) channels are left out
     data = np.concatenate(xs, axis=1)
     st = m["statistics"]["per_type"]["eeg"]
+    assert m["statistics"]["method"] == "robust" and m["statistics"]["split"] == "train"
     assert st["count"] == data.size
     # statistics are computed before float16 storage, so they agree to float16 precision
     assert st["mean"] == pytest.approx(data.mean(), abs=0.02)
     assert st["std"] == pytest.approx(data.std(), rel=1e-3)
     assert st["iqr"] == pytest.approx(np.subtract(*np.percentile(data, [75, 25])), rel=0.05)
+    assert st["median"] == pytest.approx(np.median(data), abs=0.1)
+
+
+def test_noisy_channels_are_marked_bad_and_left_out_of_the_statistics(eeg_shards: Path) -> None:
+    m = load_manifest(eeg_shards)
+    for rec in m["recordings"]:
+        assert rec["noisy_channels"] and set(rec["noisy_channels"]) <= set(rec["bad_channels"])
+    # a few noisy channels would triple the scale: s01's std over all channels is ~37.5 µV
+    assert m["statistics"]["per_type"]["eeg"]["std"] < 20
 
 
 def test_inspect_verify_passes_then_names_a_corrupted_shard(

@@ -44,6 +44,12 @@ def add_shard_parser(sub: argparse._SubParsersAction) -> None:
         "--flat", choices=["mark", "drop", "fail"], default="mark", help="flat channels (default mark as bad)"
     )
     g.add_argument("--flat-threshold", type=float, default=1e-3, help="std below this × type median = flat")
+    g.add_argument(
+        "--noisy-threshold",
+        type=float,
+        default=5.0,
+        help="std above this × type median: noisy, marked bad (0: off)",
+    )
     g = p.add_argument_group("fMRI and structural MRI")
     g.add_argument("--atlas", help="label image for fMRI parcel means (.nii/.nii.gz)")
     g.add_argument("--atlas-labels", help="text file with one parcel name per line (increasing label order)")
@@ -68,7 +74,7 @@ def add_shard_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--stats",
         choices=["mean_std", "robust"],
-        default="mean_std",
+        default="robust",
         help="normalisation statistics the loader applies (both are recorded)",
     )
     g.add_argument("--shard-size-mb", type=float, default=256.0, help="target shard size (MB)")
@@ -107,6 +113,7 @@ def run_shard(args: argparse.Namespace) -> int:
         "channel_types": args.channel_types,
         "flat": args.flat,
         "flat_threshold": args.flat_threshold,
+        "noisy_threshold": args.noisy_threshold,
         "atlas": args.atlas,
         "atlas_labels": args.atlas_labels,
         "atlas_background": args.atlas_background,
