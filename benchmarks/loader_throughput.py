@@ -1,0 +1,318 @@
+"""Loader throughput and memory on the real example EEG (128 channels, 256 Hz, 2 recordings).
+
+Windows of ``--window-samples`` (default 256 = 1 s) x 128 channels in batches of ``--batch-size``
+with ``--workers`` DataLoader workers everywhere, delivered as float32 tensors by:
+
+    (a) raw       reading the tar files in 1 MiB chunks (``cat``-like): the upper bound
+    (b) wds       ``WebDataset(urls).decode()`` + a generator cutting the same random crops +
+                  shuffle buffer + default collate + DataLoader: what a user would write first
+    (c) ours      ``ShardDataModule.train_dataloader()``
+    (d) bd_pre    braindecode ``create_fixed_length_windows`` on the EDF files, preloaded
+        bd_lazy   the same with ``preload=False`` (reads from the EDF per window)
+
+Each measurement runs in its own process for ``--seconds`` (epochs repeat until then; the clock
+starts at the first batch), reporting windows/s, MB/s and its peak resident memory (the
+process's own, and the sum over its DataLoader worker processes, which share some pages). Memory of (c) and (d,
+preloaded) is measured again on 8x the data (``--replicas``): the recordings replicated.
+
+    python benchmarks/loader_throughput.py                 # ~3 minutes on 2 cores
+    python benchmarks/loader_throughput.py --seconds 3     # quicker, noisier
+
+MB/s: (a) tar bytes read; the others float32 signal bytes delivered. ``fraction_of_raw_read`` is
+(c) windows/s over the windows/s (a) could feed at the shards' stored bytes per window.
+The last line printed is one JSON object with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+RUNS = ("raw", "wds", "ours", "bd_pre", "bd_lazy")
+
+
+def main() -> None:
+    args = parse_args()
+    if args.run:
+        print(json.dumps(measure(args)), flush=True)
+        return
+    shards = Path(args.shards) if args.shards else ensure_shards()
+    results: dict[str, Any] = {}
+    for run in RUNS:
+        results[run] = child(args, run, shards, 1)
+        print(f"{run:8s} 1x {fmt(results[run])}", flush=True)
+    for run in ("ours", "bd_pre"):
+        results[f"{run}_x{args.replicas}"] = r = child(args, run, shards, args.replicas)
+        print(f"{run:8s} {args.replicas}x {fmt(r)}", flush=True)
+    ours, raw = results["ours"], results["raw"]
+    summary = {
+        "window": [128, args.window_samples],
+        "batch_size": args.batch_size,
+        "workers": args.workers,
+        "worker_mode": args.worker_mode,
+        "seconds": args.seconds,
+        "windows_per_s": {k: round(v["windows_per_s"]) for k, v in results.items() if k in RUNS},
+        "mb_per_s": {k: round(v["mb_per_s"], 1) for k, v in results.items() if k in RUNS},
+        "speedup_vs_webdataset": round(ours["windows_per_s"] / results["wds"]["windows_per_s"], 2),
+        "speedup_vs_braindecode_lazy": round(ours["windows_per_s"] / results["bd_lazy"]["windows_per_s"], 2),
+        "speedup_vs_braindecode_preloaded": round(
+            ours["windows_per_s"] / results["bd_pre"]["windows_per_s"], 2
+        ),
+        "fraction_of_raw_read": round(ours["windows_per_s"] / raw["windows_per_s"], 3),
+        "peak_rss_mb": {
+            f"{name}_{scale}x": {
+                "main": results[key]["maxrss_mb"],
+                "workers": results[key]["worker_maxrss_mb"],
+            }
+            for name, key, scale in (
+                ("ours", "ours", 1),
+                ("ours", f"ours_x{args.replicas}", args.replicas),
+                ("braindecode_preloaded", "bd_pre", 1),
+                ("braindecode_preloaded", f"bd_pre_x{args.replicas}", args.replicas),
+            )
+        },
+    }
+    print(json.dumps(summary))
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--shards", help="shard folder of the example EEG (default: shard it into the cache)")
+    p.add_argument("--seconds", type=float, default=10.0, help="measuring time per loader")
+    p.add_argument("--window-samples", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--replicas", type=int, default=8, help="data multiple for the memory runs")
+    p.add_argument("--worker-mode", choices=("threads", "processes"), default="threads", help="for (c)")
+    p.add_argument("--run", choices=RUNS, help=argparse.SUPPRESS)
+    p.add_argument("--scale", type=int, default=1, help=argparse.SUPPRESS)
+    return p.parse_args()
+
+
+def fmt(r: dict[str, Any]) -> str:
+    return (
+        f"{r['windows_per_s']:9.0f} windows/s {r['mb_per_s']:8.1f} MB/s  "
+        f"peak RSS {r['maxrss_mb']:6.0f} MB (+ workers {r['worker_maxrss_mb']:.0f} MB)"
+    )
+
+
+def child(args: argparse.Namespace, run: str, shards: Path, scale: int) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--run", run, "--scale", str(scale), "--shards", str(shards)]
+    for flag in ("seconds", "window_samples", "batch_size", "workers", "worker_mode"):
+        cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    if out.returncode != 0:
+        raise RuntimeError(f"{run} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def ensure_shards() -> Path:
+    from neurotrain.datamodules.example_data import cache_root, fetch
+    from neurotrain.datamodules.sharding import shard_dataset
+
+    out = Path(cache_root()) / "bench" / "eeg-shards"
+    if not (out / "manifest.json").is_file():
+        shard_dataset([fetch("eeg")], out, workers=2)
+    return out
+
+
+def edf_files() -> list[Path]:
+    from neurotrain.datamodules.example_data import fetch
+
+    return sorted(Path(fetch("eeg")).glob("sub-*/eeg/*_eeg.edf"))
+
+
+# ----------------------------------------------------------------------------- one measurement
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    global MEMORY
+    MEMORY = PeakMemory()
+    shards = Path(args.shards)
+    if args.scale > 1:
+        shards = replicate(shards, args.scale)
+    T, C = args.window_samples, 128
+    if args.run == "raw":
+        return timed_raw(sorted(shards.glob("*.tar")), args.seconds, bytes_per_window=C * T * 2)
+    if args.run == "wds":
+        make = wds_loader(shards, args)
+    elif args.run == "ours":
+        make = our_loader(shards, args)
+    else:
+        make = braindecode_loader(args, preload=args.run == "bd_pre")
+    return timed_loader(make, args.seconds, bytes_per_window=C * T * 4)
+
+
+class PeakMemory:
+    """Peak resident memory of this process and of its live children (DataLoader workers).
+
+    This process: ``VmHWM`` (``ru_maxrss`` would also count the parent's memory before ``exec``).
+    Workers: their summed RSS sampled every 50 ms (``ru_maxrss`` of children would count short
+    helper processes that were forked from a large parent and then ``exec``'d).
+    """
+
+    def __init__(self) -> None:
+        self.children_peak = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        me = psutil.Process()
+        while not self._stop.wait(0.05):
+            total = 0
+            for child in me.children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    total += child.memory_info().rss
+            self.children_peak = max(self.children_peak, total / 2**20)
+
+    def stop(self) -> tuple[float, float]:
+        self._stop.set()
+        self._thread.join()
+        status = Path("/proc/self/status").read_text() if Path("/proc/self/status").exists() else ""
+        hwm = [int(line.split()[1]) / 1024 for line in status.splitlines() if line.startswith("VmHWM:")]
+        main = hwm[0] if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return round(main, 1), round(self.children_peak, 1)
+
+
+MEMORY: PeakMemory | None = None
+
+
+def rss() -> tuple[float, float]:
+    assert MEMORY is not None
+    return MEMORY.stop()
+
+
+def timed_raw(files: list[Path], seconds: float, bytes_per_window: int) -> dict[str, Any]:
+    buf = bytearray(1 << 20)
+    total, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        for f in files:
+            with open(f, "rb", buffering=0) as fh:
+                while n := fh.readinto(buf):
+                    total += n
+    dt = time.perf_counter() - t0
+    main, worker = rss()
+    return {
+        "windows_per_s": total / bytes_per_window / dt,
+        "mb_per_s": total / dt / 1e6,
+        "maxrss_mb": main,
+        "worker_maxrss_mb": worker,
+    }
+
+
+def timed_loader(make, seconds: float, bytes_per_window: int) -> dict[str, Any]:
+    windows, t0 = 0, None
+    while t0 is None or time.perf_counter() - t0 < seconds:
+        for batch in make():
+            x = batch["signal"] if isinstance(batch, dict) else batch[0]
+            assert x.dtype.is_floating_point and x.dtype.itemsize == 4
+            if t0 is None:
+                t0 = time.perf_counter()  # worker start-up of the first epoch is not measured
+                continue
+            windows += x.shape[0]
+            if time.perf_counter() - t0 >= seconds:
+                break
+    dt = time.perf_counter() - t0
+    main, worker = rss()
+    return {
+        "windows_per_s": windows / dt,
+        "mb_per_s": windows * bytes_per_window / dt / 1e6,
+        "maxrss_mb": main,
+        "worker_maxrss_mb": worker,
+    }
+
+
+def our_loader(shards: Path, args: argparse.Namespace):
+    from neurotrain.datamodules.shard_datamodule import ShardDataModule
+
+    dm = ShardDataModule(
+        [str(shards)],
+        window_seconds=args.window_samples / 256,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        worker_mode=args.worker_mode,
+        train_split="all",
+        drop_bad_channels=False,  # all 128 channels, as the other loaders deliver
+    )
+    dm.setup("fit")
+    return dm.train_dataloader
+
+
+def wds_loader(shards: Path, args: argparse.Namespace):
+    import numpy as np
+    import torch
+    import webdataset as wds
+
+    T = args.window_samples
+    urls = sorted(str(p) for p in shards.glob("*.tar"))
+
+    def crops(samples):
+        rng = np.random.default_rng()
+        for s in samples:
+            x = s["signal.npy"]
+            for start in rng.integers(0, x.shape[1] - T + 1, size=x.shape[1] // T):
+                yield {"signal": torch.from_numpy(x[:, start : start + T].astype(np.float32))}
+
+    def make():
+        ds = wds.WebDataset(urls, shardshuffle=len(urls), nodesplitter=None, empty_check=False)
+        ds = ds.decode().compose(crops).shuffle(1024)
+        return torch.utils.data.DataLoader(ds, batch_size=args.batch_size, num_workers=args.workers)
+
+    return make
+
+
+def braindecode_loader(args: argparse.Namespace, preload: bool):
+    import mne
+    import torch
+    from braindecode.datasets import BaseConcatDataset, RawDataset
+    from braindecode.preprocessing import create_fixed_length_windows
+
+    raws = [
+        RawDataset(mne.io.read_raw_edf(f, preload=preload, verbose="error"), target_name=None)
+        for _ in range(args.scale)
+        for f in edf_files()
+    ]
+    windows = create_fixed_length_windows(
+        BaseConcatDataset(raws),
+        window_size_samples=args.window_samples,
+        window_stride_samples=args.window_samples,
+        drop_last_window=True,
+        preload=preload,
+    )
+
+    def make():
+        return torch.utils.data.DataLoader(
+            windows, batch_size=args.batch_size, shuffle=True, num_workers=args.workers
+        )
+
+    return make
+
+
+def replicate(shards: Path, k: int) -> Path:
+    """A dataset with every recording ``k`` times (tar symlinks under new names, one manifest)."""
+    out = Path(tempfile.mkdtemp(prefix=f"neurotrain-x{k}-"))
+    m = json.loads((shards / "manifest.json").read_text())
+    entries = []
+    for i in range(k):
+        for e in m["shards"]:
+            name = f"r{i}-{e['name']}"
+            os.symlink((shards / e["name"]).resolve(), out / name)
+            entries.append({**e, "name": name, "recording": f"r{i}-{e['recording']}"})
+    m["shards"] = entries
+    (out / "manifest.json").write_text(json.dumps(m))
+    return out
+
+
+if __name__ == "__main__":
+    main()
