@@ -1,7 +1,8 @@
 """How fast `neurotrain shard` turns the example EEG into shards, against MNE merely reading it.
 
 Baseline, measured in the same run: ``mne.io.read_raw_edf(preload=True)`` of each EDF file
-(the least any converter must do). Then ``shard_dataset`` on the same BIDS folder with 1 and
+(the least any converter must do), and, for reference, ``mne_bids.read_raw_bids`` + load (what
+reading a BIDS recording with its events, channels and electrodes sidecars costs). Then ``shard_dataset`` on the same BIDS folder with 1 and
 2 workers (it reads through mne-bids, checks, segments, computes statistics, writes float16
 tar shards and hashes them). Each timing is the best of ``--repeats`` warm runs.
 
@@ -52,6 +53,14 @@ def main() -> None:
         for f in edfs:
             mne.io.read_raw_edf(f, preload=True, verbose="error")
 
+    def read_bids() -> None:
+        import mne_bids
+
+        for f in edfs:
+            bp = mne_bids.get_bids_path_from_fname(f)
+            bp.update(root=root)
+            mne_bids.read_raw_bids(bp, verbose="error").load_data(verbose="error")
+
     def shard(workers: int):
         def run() -> None:
             out = Path(tempfile.mkdtemp(prefix="nt-bench-"))
@@ -64,18 +73,21 @@ def main() -> None:
 
     read_all()  # warm the page cache
     t_read = best_of(args.repeats, read_all)
+    t_bids = best_of(args.repeats, read_bids)
     t_shard1 = best_of(args.repeats, shard(1))
     t_shard2 = best_of(args.repeats, shard(2))
     result = {
         "recording_mb_float32": round(mb, 1),
         "mne_read_s": round(t_read, 3),
         "mne_read_mb_per_s": round(mb / t_read, 1),
+        "mne_bids_read_s": round(t_bids, 3),
         "shard_1_worker_s": round(t_shard1, 3),
         "shard_1_worker_mb_per_s": round(mb / t_shard1, 1),
         "shard_2_workers_s": round(t_shard2, 3),
         "shard_2_workers_mb_per_s": round(mb / t_shard2, 1),
         "ratio_vs_mne_read": round(t_shard1 / t_read, 3),
         "ratio_vs_mne_read_2_workers": round(t_shard2 / t_read, 3),
+        "ratio_vs_mne_bids_read": round(t_shard1 / t_bids, 3),
     }
     print(f"MNE read_raw_edf(preload=True): {t_read:.2f} s for {mb:.0f} MB ({mb / t_read:.0f} MB/s)")
     print(

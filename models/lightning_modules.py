@@ -49,7 +49,11 @@ class EncoderModule(pl.LightningModule):
     Subclasses build their objective and implement ``compute_loss(batch) -> {"loss": …}``.
     ``self.normalization`` holds the data statistics the encoder was trained with (from
     ``init_from``, or set by the training set-up) and is written into every checkpoint.
+    ``monitor``/``monitor_mode`` name the metric that picks the best checkpoint.
     """
+
+    monitor = "val/loss"
+    monitor_mode = "min"
 
     def __init__(
         self,
@@ -148,17 +152,24 @@ class PretrainModule(EncoderModule):
         warmup_steps: int = 0,
         min_lr_ratio: float = 0.0,
         init_from: str | None = None,
+        mask_seed: int = 0,
     ) -> None:
         encoder = asdict(encoder_config(encoder))  # plain dict: weights_only-loadable hparams
         layer_decay = 1.0
         super().__init__(encoder, lr, weight_decay, warmup_steps, min_lr_ratio, layer_decay, init_from)
         self.save_hyperparameters()
+        self.mask_seed = mask_seed
         cfg = self.encoder.config
         self.objective = MaskedReconstruction(cfg.dim, cfg.heads, cfg.patch_size, mask_ratio, decoder_depth)
 
     def compute_loss(
         self, batch: dict[str, Tensor], generator: torch.Generator | None = None
     ) -> dict[str, Tensor]:
+        if generator is None and self.training:
+            # Training masks depend only on (seed, step, rank), not on the global RNG, so a run
+            # resumed from a checkpoint draws exactly the masks the uninterrupted run drew.
+            seed = (self.mask_seed * 1_000_003 + self.global_step) * 7919 + self.global_rank
+            generator = torch.Generator(device=batch["channel_mask"].device).manual_seed(seed)
         out = self.objective(self.encoder, batch, generator)
         return {"loss": out.loss, "per_channel_error": out.per_channel_error}
 
@@ -225,6 +236,9 @@ class SupervisedModule(EncoderModule):
 
 class ClassifierModule(SupervisedModule):
     """Classification by cross-entropy; metrics: balanced accuracy, Cohen's kappa, weighted F1, AUROC."""
+
+    monitor = "val/balanced_accuracy"
+    monitor_mode = "max"
 
     def __init__(
         self,

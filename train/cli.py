@@ -7,6 +7,7 @@
     neurotrain export CKPT --out F           DeepSpeed or plain checkpoint -> one .safetensors
     neurotrain compare RUN_OR_FOLDER... --out F  one HTML dashboard of many runs
     neurotrain sync [FOLDER]                     upload offline W&B runs (wandb sync)
+    neurotrain quickstart [--out DIR] [--fast]   real EEG -> pretrained, fine-tuned, compared models
 
 Heavy libraries are imported inside each subcommand, so ``neurotrain --help`` is instant.
 """
@@ -20,6 +21,7 @@ from collections.abc import Callable, Sequence
 from neurotrain.train.compare import add_compare_parser
 from neurotrain.train.compare_sync import add_sync_parser
 from neurotrain.train.export import add_export_parser
+from neurotrain.train.quickstart import add_quickstart_parser
 from neurotrain.train.shard_command import add_shard_parser
 
 Handler = Callable[[argparse.Namespace], int]
@@ -45,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_export_parser(sub)
     add_compare_parser(sub)
     add_sync_parser(sub)
+    add_quickstart_parser(sub)
     for name, text in _LIGHTNING_HELP.items():  # parsed by LightningCLI; listed here for --help
         sub.add_parser(name, help=text, add_help=False)
     return parser

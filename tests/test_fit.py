@@ -1,0 +1,176 @@
+"""`neurotrain fit`: every shipped config, DeepSpeed on 2 CPU processes, export, resume after SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from neurotrain.datamodules.example_data import fetch
+from neurotrain.datamodules.sharding import shard_dataset
+from neurotrain.train.cli import main
+from neurotrain.train.lightning_cli import build_cli
+
+CONFIGS = Path(__file__).resolve().parents[1] / "train" / "configs"
+CLI = [sys.executable, "-m", "neurotrain.train.cli"]
+
+
+@pytest.fixture(scope="module")
+def fmri_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = fetch("fmri_rest")
+    out = tmp_path_factory.mktemp("fmri_shards")
+    shard_dataset(
+        [d / "sub-test_task-rs_bold.nii"],
+        out,
+        atlas=str(d / "Atlas/indexed_mask-Atlas.nii"),
+        atlas_background=-1,
+    )
+    return out
+
+
+def fit_args(config: str, data: Path, root: Path, run: str, *extra: str) -> list[str]:
+    return [
+        "fit",
+        "--config",
+        str(CONFIGS / f"{config}.yaml"),
+        f"--data.datasets=[{data}]",
+        "--data.num_workers=0",
+        "--trainer.accelerator=cpu",
+        "--trainer.enable_progress_bar=false",
+        f"--trainer.default_root_dir={root}",
+        f"--run_name={run}",
+        *extra,
+    ]
+
+
+@pytest.mark.parametrize("config", ["eeg_pretrain", "eeg_finetune", "fmri_pretrain"])
+def test_shipped_config_runs_with_fast_dev_run(
+    config: str, eeg_shards: Path, fmri_shards: Path, tmp_path: Path
+) -> None:
+    data = fmri_shards if config.startswith("fmri") else eeg_shards
+    cli = build_cli(fit_args(config, data, tmp_path, "run", "--trainer.fast_dev_run=2"))
+    assert cli.trainer.global_step == 2  # two real optimizer steps on the shards
+    assert (tmp_path / "run").is_dir()
+
+
+def test_every_shipped_config_is_exercised() -> None:
+    tested = {"eeg_pretrain", "eeg_finetune", "fmri_pretrain", "eeg_pretrain_deepspeed"}
+    assert {p.stem for p in CONFIGS.glob("*.yaml")} == tested
+
+
+def test_pretrain_then_finetune_from_its_checkpoint(eeg_shards: Path, tmp_path: Path) -> None:
+    args = fit_args(
+        "eeg_pretrain",
+        eeg_shards,
+        tmp_path,
+        "pre",
+        "--trainer.max_steps=6",
+        "--trainer.log_every_n_steps=2",
+        "--trainer.limit_val_batches=2",
+    )
+    assert main(args) == 0
+    run = tmp_path / "pre"
+    assert (run / "config.yaml").exists() and (run / "metrics.csv").exists()
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    # self-describing: model config, normalisation, data manifest hash, data position
+    assert ckpt["hyper_parameters"]["encoder"]["size"] == "tiny"
+    eeg_norm = ckpt["normalization"]["datasets"][0]["per_type"]["eeg"]
+    assert eeg_norm["scale"] > 1
+    assert (
+        len(ckpt["data"]["manifest_sha256"][0]) == 64
+        and len(ckpt["data"]["channel_sets"][0]["ch_names"]) == 128
+    )
+    assert "ShardDataModule" in ckpt
+
+    ft = fit_args(
+        "eeg_finetune",
+        eeg_shards,
+        tmp_path,
+        "ft",
+        "--trainer.max_steps=2",
+        "--trainer.limit_val_batches=1",
+        f"--model.init_from={run / 'checkpoints' / 'last.ckpt'}",
+    )
+    assert main(ft) == 0
+    ft_ckpt = torch.load(tmp_path / "ft" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    # the fine-tune normalised its data with the pretraining statistics
+    assert ft_ckpt["normalization"]["datasets"][0]["per_type"]["eeg"] == eeg_norm
+
+
+def test_deepspeed_stage2_on_two_cpu_processes_exports_and_reloads(eeg_shards: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    from neurotrain.models.lightning_modules import ClassifierModule
+
+    cmd = CLI + fit_args(
+        "eeg_pretrain_deepspeed",
+        eeg_shards,
+        tmp_path,
+        "ds",
+        "--trainer.devices=2",
+        "--trainer.strategy=deepspeed_stage_2_cpu",
+        "--trainer.precision=32-true",
+        "--trainer.max_steps=3",
+        "--trainer.limit_val_batches=1",
+        "--model.encoder.size=tiny",
+        "--data.batch_size=4",
+        "--data.window_seconds=2.0",
+    )
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    last = tmp_path / "ds" / "checkpoints" / "last.ckpt"
+    assert last.is_dir()  # a DeepSpeed checkpoint is a directory of ZeRO shards
+    out = tmp_path / "model.safetensors"
+    assert main(["export", str(last), "--out", str(out)]) == 0
+    weights = load_file(str(out))
+    encoder_keys = [k for k in weights if k.startswith("encoder.")]
+    assert encoder_keys and all(weights[k].dtype == torch.float32 for k in encoder_keys)
+
+    clf = ClassifierModule(num_classes=2, encoder={"size": "tiny", "patch_size": 64}, init_from=str(out))
+    for k in encoder_keys:
+        torch.testing.assert_close(clf.state_dict()[k], weights[k])
+    assert clf.normalization["datasets"][0]["per_type"]["eeg"]["scale"] > 1
+
+
+def _final_weights(run: Path) -> dict[str, torch.Tensor]:
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == 16
+    return ckpt["state_dict"]
+
+
+def test_killed_run_resumes_to_the_same_weights(eeg_shards: Path, tmp_path: Path) -> None:
+    def cmd(run: str, *extra: str) -> list[str]:
+        return CLI + fit_args(
+            "eeg_pretrain",
+            eeg_shards,
+            tmp_path,
+            run,
+            "--trainer.max_steps=16",
+            "--checkpoint_every_n_steps=4",
+            "--trainer.limit_val_batches=0",
+            "--data.batch_size=8",
+            *extra,
+        )
+
+    assert subprocess.run(cmd("whole"), capture_output=True, timeout=400).returncode == 0
+    proc = subprocess.Popen(cmd("killed"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = tmp_path / "killed" / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not last.exists():
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    step = torch.load(last, map_location="cpu", weights_only=True)["global_step"]
+    assert 4 <= step < 16, "the run must die mid-way for this test to mean anything"
+    resumed = subprocess.run(cmd("killed", "--ckpt_path=last"), capture_output=True, text=True, timeout=400)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a, b = _final_weights(tmp_path / "whole"), _final_weights(tmp_path / "killed")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
