@@ -38,11 +38,12 @@ def build_report(
     media: str = "last",
     ignore_keys: Sequence[str] | None = None,
     title: str | None = None,
+    preamble_html: str = "",
 ) -> list[Run]:
     """Write the report for the runs under ``paths`` to ``out``; returns the runs it shows.
 
     ``ignore_keys`` are glob patterns of config keys never shown as differing (default
-    ``DEFAULT_IGNORED_KEYS``). Raises CompareError for input that cannot make a report (no runs, bad
+    ``DEFAULT_IGNORED_KEYS``). ``preamble_html`` (trusted, made by the caller) goes above the table. Raises CompareError for input that cannot make a report (no runs, bad
     filter, no run left).
     """
     from plotly.offline import get_plotlyjs
@@ -79,6 +80,7 @@ def build_report(
         media=media,
         title=title or f"neurotrain compare: {len(kept)} runs",
         filters=list(filters),
+        preamble_html=preamble_html,
     )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -46,6 +46,7 @@ class ReportOptions:
     media: str = "last"  # "all", "last" (the newest image of each series) or "none"
     title: str = "neurotrain compare"
     filters: Sequence[str] = ()
+    preamble_html: str = ""  # trusted HTML shown above the runs table (e.g. the quickstart's results)
 
 
 def render_report(runs: Sequence[Run], opts: ReportOptions, plotly_js: str) -> str:
@@ -82,6 +83,7 @@ def render_report(runs: Sequence[Run], opts: ReportOptions, plotly_js: str) -> s
         f"<h1>{_e(opts.title)}</h1>",
         f'<p class="meta">{len(runs)} runs · metric <b>{_e(opts.metric)}</b> ({_e(opts.mode)}) · '
         f"filters: {_e(filters)} · generated {generated}</p>",
+        opts.preamble_html,
         "<h2>Runs</h2>",
         _runs_table(runs, opts, groups, scores),
         _group_table(runs, opts, groups, scores) if opts.group_by else "",
