@@ -39,7 +39,7 @@ from neurotrain.datamodules.shard_datamodule import ShardDataModule
 from neurotrain.train import strategies, tracking
 from neurotrain.train.callbacks import CheckpointMetadata, Throughput
 from neurotrain.train.media import ValidationMedia
-from neurotrain.train.run_record import RunRecord, _git_info, _versions, csv_logger
+from neurotrain.train.run_record import RunRecord, git_info, package_versions, csv_logger
 
 COMMANDS = ("fit", "validate", "test", "predict")
 DEFAULT_ROOT = "checkpoints"
@@ -163,8 +163,8 @@ class NeurotrainCLI(LightningCLI):
                         config=self._resolved_config(cfg),
                         provenance={
                             "job_type": job_type,
-                            "git": _git_info(),
-                            "versions": _versions(),
+                            "git": git_info(),
+                            "versions": package_versions(),
                             **parent,
                         },
                         monitor=monitor,

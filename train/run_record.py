@@ -148,8 +148,8 @@ class RunRecord(Callback):
             heartbeat_interval_s=self.heartbeat_s,
             pid=os.getpid(),
             host=socket.gethostname(),
-            git=_git_info(),
-            versions=_versions(),
+            git=git_info(),
+            versions=package_versions(),
             wandb=_safe_wandb_info(trainer),
         )
         self._fill_sweep(s["wandb"])
@@ -380,7 +380,7 @@ def _media_files(run_dir: Path) -> list[str]:
     )
 
 
-def _git_info(cwd: str | Path | None = None) -> dict[str, Any] | None:
+def git_info(cwd: str | Path | None = None) -> dict[str, Any] | None:
     """Commit, branch and dirty flag (tracked files only) of the working tree, or None outside git."""
 
     def git(*args: str) -> str:
@@ -399,7 +399,7 @@ def _git_info(cwd: str | Path | None = None) -> dict[str, Any] | None:
     return {"commit": commit, "branch": branch, "dirty": dirty}
 
 
-def _versions() -> dict[str, str]:
+def package_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": platform.python_version()}
