@@ -39,7 +39,7 @@ from neurotrain.datamodules.shard_datamodule import ShardDataModule
 from neurotrain.train import strategies, tracking
 from neurotrain.train.callbacks import CheckpointMetadata, Throughput
 from neurotrain.train.media import ValidationMedia
-from neurotrain.train.run_record import RunRecord, git_info, package_versions, csv_logger
+from neurotrain.train.run_record import RunRecord, csv_logger, git_info, package_versions
 
 COMMANDS = ("fit", "validate", "test", "predict")
 DEFAULT_ROOT = "checkpoints"
