@@ -86,7 +86,14 @@ def run_one(size: str, mode: str, steps: int) -> dict:
         elapsed = timer.elapsed
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     n_params = sum(p.numel() for p in module.parameters())
-    return {"size": size, "mode": mode, "seconds": elapsed, "tokens_per_s": tokens / elapsed, "peak_mb": peak_mb, "params": n_params}
+    return {
+        "size": size,
+        "mode": mode,
+        "seconds": elapsed,
+        "tokens_per_s": tokens / elapsed,
+        "peak_mb": peak_mb,
+        "params": n_params,
+    }
 
 
 def main() -> None:
@@ -106,7 +113,9 @@ def main() -> None:
         for _ in range(args.repeats):
             for mode in ("plain", "lightning"):  # alternate so drift on a shared machine hits both
                 cmd = [sys.executable, __file__, "--steps", str(args.steps), "--worker", size, mode]
-                out = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.splitlines()[-1])
+                out = json.loads(
+                    subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.splitlines()[-1]
+                )
                 if mode not in best or out["seconds"] < best[mode]["seconds"]:
                     best[mode] = out
         plain, light = best["plain"], best["lightning"]
@@ -116,7 +125,10 @@ def main() -> None:
             f"Lightning {light['tokens_per_s']:,.0f} tokens/s, overhead {overhead:+.1%}, "
             f"peak RSS {plain['peak_mb']:.0f} / {light['peak_mb']:.0f} MB"
         )
-        result["tokens_per_s"][size] = {"plain": round(plain["tokens_per_s"]), "lightning": round(light["tokens_per_s"])}
+        result["tokens_per_s"][size] = {
+            "plain": round(plain["tokens_per_s"]),
+            "lightning": round(light["tokens_per_s"]),
+        }
         result["lightning_overhead"][size] = round(overhead, 4)
         result["peak_mb"][size] = {"plain": round(plain["peak_mb"]), "lightning": round(light["peak_mb"])}
     print(json.dumps(result))

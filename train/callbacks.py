@@ -20,7 +20,9 @@ from pytorch_lightning.callbacks import Callback
 class CheckpointMetadata(Callback):
     """Adds ``normalization`` and ``data`` (datasets, manifest sha256s, channel sets) to checkpoints."""
 
-    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict
+    ) -> None:
         dm = trainer.datamodule
         normalization = getattr(dm, "normalization", None) or getattr(pl_module, "normalization", None)
         if normalization:

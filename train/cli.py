@@ -8,6 +8,7 @@
     neurotrain compare RUN_OR_FOLDER... --out F  one HTML dashboard of many runs
     neurotrain sync [FOLDER]                     upload offline W&B runs (wandb sync)
     neurotrain quickstart [--out DIR] [--fast]   real EEG -> pretrained, fine-tuned, compared models
+    neurotrain sweep FILE [--count N] [--workers K]  a sweep file: W&B when online, else local Optuna
 
 Heavy libraries are imported inside each subcommand, so ``neurotrain --help`` is instant.
 """
@@ -23,6 +24,7 @@ from neurotrain.train.compare_sync import add_sync_parser
 from neurotrain.train.export import add_export_parser
 from neurotrain.train.quickstart import add_quickstart_parser
 from neurotrain.train.shard_command import add_shard_parser
+from neurotrain.train.sweep import add_sweep_parser
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -47,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_export_parser(sub)
     add_compare_parser(sub)
     add_sync_parser(sub)
+    add_sweep_parser(sub)
     add_quickstart_parser(sub)
     for name, text in _LIGHTNING_HELP.items():  # parsed by LightningCLI; listed here for --help
         sub.add_parser(name, help=text, add_help=False)

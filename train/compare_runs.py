@@ -23,7 +23,15 @@ import yaml
 from neurotrain.train.run_record import CONFIG_FILE, MEDIA_DIR, MEDIA_SUFFIXES, METRICS_FILE, SUMMARY_FILE
 
 # Config keys that differ between runs without being a choice worth a table column.
-DEFAULT_IGNORED_KEYS = ("config", "trainer.logger*", "trainer.default_root_dir", "run_name", "ckpt_path")
+DEFAULT_IGNORED_KEYS = (
+    "config",
+    "trainer.logger*",
+    "trainer.default_root_dir",
+    "run_name",
+    "ckpt_path",
+    "sweep_id",
+    "sweep_params*",  # the swept values already show as their own config keys
+)
 # A run still "running" whose heartbeat is older than this many heartbeat intervals was killed.
 STALE_HEARTBEATS = 10
 MIN_STALE_S = 600.0

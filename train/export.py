@@ -35,7 +35,10 @@ def export_checkpoint(src: str | Path, out: str | Path) -> Path:
         state, client = ckpt.get("state_dict", ckpt), ckpt
     else:
         raise FileNotFoundError(f"checkpoint not found: {src}")
-    tensors = {k: v.detach().to(torch.float32 if v.is_floating_point() else v.dtype).contiguous() for k, v in state.items()}
+    tensors = {
+        k: v.detach().to(torch.float32 if v.is_floating_point() else v.dtype).contiguous()
+        for k, v in state.items()
+    }
     metadata = {"format": "neurotrain", "source": str(src)}
     for key in _CLIENT_KEYS:
         if client.get(key) is not None:
@@ -67,7 +70,9 @@ def _read_deepspeed(directory: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         try:
             client = torch.load(model_file, map_location="cpu", weights_only=True)
         except Exception:  # DeepSpeed pickles a few of its own objects beside the client state
-            warnings.warn(f"{model_file}: reading DeepSpeed's client state with full unpickling", stacklevel=2)
+            warnings.warn(
+                f"{model_file}: reading DeepSpeed's client state with full unpickling", stacklevel=2
+            )
             client = torch.load(model_file, map_location="cpu", weights_only=False)
         break
     return state, client
@@ -75,8 +80,12 @@ def _read_deepspeed(directory: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def add_export_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``neurotrain export``."""
-    p = sub.add_parser("export", help="consolidate a checkpoint (DeepSpeed directory or file) into one .safetensors")
-    p.add_argument("checkpoint", metavar="CKPT", help="Lightning .ckpt file or DeepSpeed checkpoint directory")
+    p = sub.add_parser(
+        "export", help="consolidate a checkpoint (DeepSpeed directory or file) into one .safetensors"
+    )
+    p.add_argument(
+        "checkpoint", metavar="CKPT", help="Lightning .ckpt file or DeepSpeed checkpoint directory"
+    )
     p.add_argument("--out", required=True, help="output .safetensors file")
     p.set_defaults(handler=_run)
 

@@ -62,7 +62,10 @@ def register_strategies() -> None:
         name = f"deepspeed_stage_{stage}_cpu"
         if name not in StrategyRegistry:
             StrategyRegistry.register(
-                name, CPUDeepSpeedStrategy, description=f"DeepSpeed ZeRO stage {stage} on CPU (gloo)", stage=stage
+                name,
+                CPUDeepSpeedStrategy,
+                description=f"DeepSpeed ZeRO stage {stage} on CPU (gloo)",
+                stage=stage,
             )
 
 

@@ -1,0 +1,187 @@
+"""The local Optuna engine end to end on the example EEG: workers, a crashing trial, SIGKILL and restart."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from neurotrain.train.compare import build_report
+from neurotrain.train.run_record import read_summary
+from neurotrain.train.sweep_schema import load_sweep
+
+SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
+PRETRAIN = SWEEPS.parent / "train" / "configs" / "eeg_pretrain.yaml"
+SWEEP_CMD = [sys.executable, "-m", "neurotrain.train.sweep"]
+
+
+def tiny(data: Path) -> list[str]:
+    """``--set`` options that make every trial a few-second CPU fit on the test shards."""
+    sets = [
+        f"data.datasets=[{data}]",
+        "data.num_workers=0",
+        "data.batch_size=4",
+        "data.window_seconds=1.0",
+        "trainer.accelerator=cpu",
+        "trainer.max_steps=2",
+        "trainer.val_check_interval=1",
+        "trainer.limit_val_batches=1",
+        "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false",
+        "media_every_n_val=0",
+    ]
+    return [arg for s in sets for arg in ("--set", s)]
+
+
+def sweep(
+    file: Path, root: Path, data: Path, *extra: str, timeout: float = 400
+) -> subprocess.CompletedProcess:
+    cmd = [*SWEEP_CMD, str(file), "--backend", "local", "--root", str(root), *tiny(data), *extra]
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def study_of(file: Path, root: Path, storage: str | None = None) -> optuna.Study:
+    spec = load_sweep(file)
+    url = storage or f"sqlite:///{root / 'sweeps' / spec.name / 'optuna.db'}"
+    return optuna.load_study(study_name=f"{spec.name}-{spec.fingerprint}", storage=url)
+
+
+def grid_file(tmp_path: Path, name: str, values: str, key: str = "model.lr") -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(
+        f"method: grid\nmetric: {{name: val/loss, goal: minimize}}\n"
+        f"parameters:\n  {key}: {{values: {values}}}\n"
+        f"command: [neurotrain, fit, --config, {PRETRAIN}, '${{args}}']\n"
+    )
+    return path
+
+
+def test_shipped_sweep_end_to_end_with_two_workers(eeg_shards: Path, tmp_path: Path) -> None:
+    file = SWEEPS / "eeg_pretrain.yaml"
+    root = tmp_path / "runs"
+    proc = sweep(file, root, eeg_shards, "--count", "4", "--workers", "2", "--backend", "auto")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "running the sweep locally with Optuna" in proc.stdout
+    assert "best run folder:" in proc.stdout
+
+    study = study_of(file, root)
+    trials = study.get_trials()
+    assert len(trials) == 4
+    assert {t.state for t in trials} <= {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED}
+    assert any(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert all(t.intermediate_values for t in trials)  # hyperband was fed at each validation
+
+    runs = sorted(p for p in root.iterdir() if p.name != "sweeps")
+    assert len(runs) == 4
+    pids = set()
+    for run in runs:
+        summary = read_summary(run)
+        assert summary["status"] == "finished" and summary["group"] == study.study_name
+        assert summary["sweep"]["sweep_id"] == study.study_name
+        assert set(summary["sweep"]["params"]) == {"model.lr", "model.mask_ratio", "model.encoder.depth"}
+        assert summary["wandb"]["mode"] == "offline"  # each trial its own (offline) W&B run
+        pids.add(summary["pid"])
+    assert len(pids) == 4
+
+    report = tmp_path / "sweep.html"
+    shown = build_report([root], report)
+    html = report.read_text()
+    assert len(shown) == 4
+    assert '<div id="parcoords">' in html and f"sweep {study.study_name}" in html
+
+
+def test_crashing_trial_is_failed_with_its_error_and_the_sweep_goes_on(
+    eeg_shards: Path, tmp_path: Path
+) -> None:
+    file = grid_file(tmp_path, "crash", "[tiny, no_such_size]", key="model.encoder.size")
+    root = tmp_path / "runs"
+    proc = sweep(file, root, eeg_shards, "--workers", "2")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    trials = {t.params["model.encoder.size"]: t for t in study_of(file, root).get_trials()}
+    assert trials["tiny"].state == optuna.trial.TrialState.COMPLETE
+    failed = trials["no_such_size"]
+    assert failed.state == optuna.trial.TrialState.FAIL
+    assert "no_such_size" in failed.user_attrs["error"] and "exit code" in failed.user_attrs["error"]
+    assert "FAIL" in proc.stdout
+
+
+@pytest.mark.slow
+def test_sigkilled_sweep_continues_on_restart(eeg_shards: Path, tmp_path: Path) -> None:
+    file = grid_file(tmp_path, "killed", "[0.001, 0.002, 0.003]")
+    root = tmp_path / "runs"
+    cmd = [*SWEEP_CMD, str(file), "--backend", "local", "--root", str(root), *tiny(eeg_shards)]
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    second_run = root / f"killed-{load_sweep(file).fingerprint}-001"
+    deadline = time.monotonic() + 300
+    while not (second_run / "summary.json").exists():  # trial 1 is running: its fit has started
+        assert first.poll() is None and time.monotonic() < deadline, "sweep ended before trial 1 ran"
+        time.sleep(0.5)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=400, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "re-queued 1 trial(s) of a dead sweep process" in proc.stdout
+    trials = study_of(file, root).get_trials()
+    states = [t.state.name for t in trials]
+    assert states.count("COMPLETE") == 3 and states.count("FAIL") == 1 and len(trials) == 4
+    killed = next(t for t in trials if t.state.name == "FAIL")
+    assert killed.number == 1 and "died while this trial ran" in killed.user_attrs["error"]
+    retry = next(t for t in trials if t.system_attrs.get("failed_trial") == 1)
+    assert retry.params == killed.params and retry.state.name == "COMPLETE"
+    done = sorted(t.params["model.lr"] for t in trials if t.state.name == "COMPLETE")
+    assert done == [0.001, 0.002, 0.003]  # every grid point once: none lost, none repeated
+    assert read_summary(second_run)["status"] in ("interrupted", "crashed", "running")
+
+
+def test_pruned_trial_stops_its_run_and_is_recorded_as_pruned(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+    from types import SimpleNamespace
+
+    import torch
+
+    from neurotrain.train import sweep_local
+    from neurotrain.train.run_record import write_json_atomic
+
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    always = optuna.pruners.ThresholdPruner(upper=1.0)  # a loss above 1 is pruned at once
+    monkeypatch.setattr(sweep_local, "make_pruner", lambda early: always)
+    monkeypatch.setattr(sweep_local, "_die_with_parent", lambda pid: None)  # not in the test process
+    study = optuna.create_study(study_name="s", storage=sweep_local.make_storage(url), pruner=always)
+    trial = study.ask()
+    cfg = {"storage": url, "study": "s", "trial_id": trial._trial_id, "metric": "val/loss"}
+    monkeypatch.setenv(sweep_local.TRIAL_ENV, json.dumps({**cfg, "early_terminate": None, "parent_pid": 1}))
+
+    reporter = sweep_local.TrialReporter()  # what `--trainer.callbacks+=` puts inside the trial's fit
+    trainer = SimpleNamespace(
+        sanity_checking=False,
+        is_global_zero=True,
+        should_stop=False,
+        callback_metrics={"val/loss": torch.tensor(2.5)},
+    )
+    reporter.on_validation_end(trainer, None)
+    assert trainer.should_stop  # the run ends early, as a normal finished fit
+    run = tmp_path / "run"
+    run.mkdir()
+    write_json_atomic(
+        run / "summary.json", {"status": "finished", "monitor": {"name": "val/loss", "best": 2.5}}
+    )
+
+    runner = sweep_local._Runner(
+        load_sweep(SWEEPS / "eeg_pretrain.yaml"), study, url, tmp_path, tmp_path, [], "s", 1
+    )
+    with pytest.raises(optuna.TrialPruned):
+        runner._outcome(trial, 0, run, tmp_path / "log")
+    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    frozen = study.get_trials()[0]
+    assert frozen.state == optuna.trial.TrialState.PRUNED and frozen.intermediate_values == {1: 2.5}
