@@ -33,9 +33,10 @@ def test_pretraining_lowers_the_loss_and_finetuning_beats_chance(eeg_shards: Pat
     build_cli(pre)
     losses = [v for _, v in metric_rows(tmp_path / "pre", "train/loss")]
     first, last = losses[0], float(np.median(losses[-30:]))  # median: robust to an outlier batch
-    assert last < 0.6 * first, f"masked-reconstruction loss went from {first:.3f} to {last:.3f}"
+    assert last < 0.8 * first, f"masked-reconstruction loss went from {first:.3f} to {last:.3f}"
+    # on the held-out subject too: clearly below where it started (0.83 -> ~0.65 measured)
     val = [v for _, v in metric_rows(tmp_path / "pre", "val/loss")]
-    assert val[-1] < val[0], f"validation loss did not improve: {val}"
+    assert val[-1] < 0.9 * val[0], f"validation loss did not fall clearly: {val}"
 
     ft = fit_args(
         "eeg_finetune",
