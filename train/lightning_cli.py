@@ -26,6 +26,7 @@ from __future__ import annotations
 import re
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -222,16 +223,18 @@ def run_lightning(argv: list[str]) -> int:
 def build_cli(argv: list[str]) -> NeurotrainCLI:
     """Parse ``argv``, build model, data and trainer, and run the subcommand; returns the CLI."""
     strategies.register_strategies()
-    return NeurotrainCLI(
-        model_class=pl.LightningModule,
-        subclass_mode_model=True,
-        datamodule_class=ShardDataModule,
-        args=None if argv == sys.argv[1:] else argv,  # LightningCLI warns when both are given
-        save_config_kwargs={"overwrite": True},
-        parser_kwargs={"prog": "neurotrain", "default_env": False},
-        auto_configure_optimizers=False,
-    )
-    return 0
+    with warnings.catch_warnings():
+        # Called from Python (quickstart, tests) argv is not sys.argv, which LightningCLI warns about.
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+        return NeurotrainCLI(
+            model_class=pl.LightningModule,
+            subclass_mode_model=True,
+            datamodule_class=ShardDataModule,
+            args=argv,
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"prog": "neurotrain", "default_env": False},
+            auto_configure_optimizers=False,
+        )
 
 
 def _default_run_name(cfg: Any) -> str:
