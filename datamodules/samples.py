@@ -13,6 +13,7 @@ import io
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,7 @@ from neurotrain.datamodules.readers.signals import SignalRecording, read_signal
 from neurotrain.datamodules.readers.volumes import read_anat, read_fmri
 from neurotrain.datamodules.shard_options import ShardError, ShardOptions
 from neurotrain.datamodules.sources import SourceItem
+from neurotrain.datamodules.stimuli import Stimulus, event_stimuli
 
 _ANNOTATION_PREFIXES = ("bad", "edge", "boundary")
 
@@ -107,13 +109,19 @@ def _signal_samples(item: SourceItem, options: ShardOptions) -> RecordingOutput:
         used = rec.data[:, : min(starts[-1] + seg_len, n_times)]
     else:
         used = rec.data[:, np.concatenate([np.arange(s, min(s + seg_len, n_times)) for _, s in kept])]
+    # Resolved before anything is written: a missing image fails the recording, not a later shard.
+    stims = event_stimuli(item, rec.events, options.stimuli) if options.stimuli is not None else None
     acc = stats.accumulate(used, rec.ch_types, exclude)
     summary = _signal_summary(item, rec, options, bads, flat, dropped, zeroed, len(kept))
     summary["noisy_channels"] = noisy
-    return RecordingOutput(_iter_signal(item, rec, options, kept, seg_len, bads), summary, acc)
+    if stims is not None:
+        summary["stimuli"] = len({st.path for st in stims if st is not None})
+    return RecordingOutput(_iter_signal(item, rec, options, kept, seg_len, bads, stims), summary, acc)
 
 
-def _iter_signal(item, rec: SignalRecording, options, kept, seg_len, bads) -> Iterator[dict[str, Any]]:
+def _iter_signal(
+    item, rec: SignalRecording, options, kept, seg_len, bads, stims: list[Stimulus | None] | None = None
+) -> Iterator[dict[str, Any]]:
     dtype = np.dtype(options.dtype)
     positions = [None if not np.isfinite(p).all() else [float(v) for v in p] for p in rec.positions]
     onsets = np.array([e[0] for e in rec.events])
@@ -129,6 +137,14 @@ def _iter_signal(item, rec: SignalRecording, options, kept, seg_len, bads) -> It
             }
             for i in inside
         ]
+        images: dict[Path, str] = {}  # each image once per segment: path -> member "image.<n>.<ext>"
+        if stims is not None:
+            for ev, i in zip(events, inside, strict=True):
+                st = stims[i]
+                if st is not None:
+                    member = images.setdefault(st.path, f"image.{len(images)}.{st.ext}")
+                    ev["image"] = member
+                    ev["stim_file"] = st.name
         meta = {
             **_ids(item),
             "modality": rec.modality,
@@ -146,12 +162,18 @@ def _iter_signal(item, rec: SignalRecording, options, kept, seg_len, bads) -> It
             "duration_s": t1 - t0,
             "preprocessing": rec.preprocessing,
         }
-        yield {
+        sample = {
             "__key__": f"{item.recording_id}_seg{k:05d}",
             "signal.npy": encode_npy(seg.astype(dtype)),
             "meta.json": dumps_json(meta).encode(),
             "events.json": dumps_json(events).encode(),
         }
+        for path, member in images.items():
+            try:
+                sample[member] = path.read_bytes()
+            except OSError as exc:
+                raise ShardError(str(item.path), f"cannot read stimulus {path}: {exc}") from exc
+        yield sample
 
 
 def _outlier_channels(rec: SignalRecording, options: ShardOptions) -> tuple[list[str], list[str]]:

@@ -22,6 +22,12 @@ Batch (``B`` windows, ``C_max`` channel slots, ``T`` samples):
     labels          int64   [B]             class of the event (epochs mode), else -1
     subject, recording, sample_id           list[str] of length B
 
+Paired views, only when asked for (``images``, ``pair_channel_types``):
+
+    image           float32 [B, 3, S, S]    the epoch's stimulus image (ImageNet-normalised)
+    pair_signal ... pair_channel_types      the same windows through the pair channel types,
+    pair_sfreq                              laid out like the main keys ([B, C_pair, T] ...)
+
 Exact resume: ``state_dict()`` records (epoch, batches delivered this epoch) from the trainer's own
 progress counters; after ``load_state_dict`` the next train iteration starts at that batch. Every
 rank gets ``len(train_dataloader())`` batches (see ``streaming``).
@@ -31,7 +37,6 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -41,10 +46,13 @@ from torch.utils.data import DataLoader
 
 from neurotrain.datamodules.collate import Layout, make_layout
 from neurotrain.datamodules.files import sha256_file
+from neurotrain.datamodules.images import EventImages
 from neurotrain.datamodules.normalize import normalization_from_manifest, type_table
+from neurotrain.datamodules.remote import resolve
+from neurotrain.datamodules.selection import apply_rule, event_id, load_selection
 from neurotrain.datamodules.streaming import ShardStream, StreamConfig
 from neurotrain.datamodules.tar_index import CorruptShardError, Segment, index_shard
-from neurotrain.datamodules.windows import WindowSpec, window_count
+from neurotrain.datamodules.windows import WindowSpec, kept_events, window_count
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +63,9 @@ class ShardDataModule(pl.LightningDataModule):
     """Windows (or event epochs) from one or more shard datasets, for any montage.
 
     Args:
-        datasets: shard folders (each with a ``manifest.json``).
+        datasets: shard folders (each with a ``manifest.json``), or URLs of such folders: fsspec
+            URLs (``https://``, ``s3://``, ...) or ``pipe:`` command templates with ``{}`` for the
+            file name; their shards are staged into ``cache_dir`` as the splits set up need them.
         weights: per-dataset share of each training epoch (``None``: proportional to size).
         mode: ``"windows"`` (random crops in training, tiling in evaluation) or ``"epochs"``
             (one window per event in ``label_map``, from ``tmin`` to ``tmax`` around its onset).
@@ -75,11 +85,25 @@ class ShardDataModule(pl.LightningDataModule):
             and cutting dominate; ``"processes"`` uses DataLoader worker processes.
         shuffle_buffer: windows permuted together in training (also the unit dealt to workers).
         seed: fixes shuffling and crops; epoch ``e`` uses ``(seed, e)``.
-        train_split, val_split, test_split, predict_split: manifest split names per stage.
+        train_split, val_split, test_split, predict_split: manifest split names per stage
+            (``"all"``: every shard, whatever its split).
+        selection: per stage, keep only some subjects or events of its split (evaluation folds;
+            see ``datamodules/selection.py``); the mapping or the path of a JSON file.
         verify: check each shard's sha256 against the manifest at setup.
         on_corrupt: ``"fail"`` stops with an error naming the shard/sample; ``"skip"`` drops it
             and counts the skipped samples (``skipped``, and a warning in the log).
         check_finite: reject segments with NaN/inf when they are read.
+        images: add ``image`` float32 [B, 3, image_size, image_size], the stimulus image of each
+            epoch's event (epochs mode; shards written with ``--stimuli``): RGB, resized, ImageNet
+            mean/std normalised, for ``AlignmentModule(pair="image")``.
+        image_size: side of the square images (default 224).
+        pair_channel_types: add a second view of the same windows made of the channels of these
+            types (``pair_signal``, ``pair_channel_mask``, ``pair_positions``,
+            ``pair_position_mask``, ``pair_channel_types``, ``pair_sfreq``), for
+            ``AlignmentModule(pair="signal")``; the main view keeps ``channel_types``.
+        cache_dir: where shards of remote datasets (URLs, ``pipe:`` templates) are staged before
+            reading; default ``$NEUROTRAIN_CACHE/shards`` or ``~/.cache/neurotrain/shards``
+            (see ``datamodules/remote.py``).
     """
 
     def __init__(
@@ -106,21 +130,29 @@ class ShardDataModule(pl.LightningDataModule):
         val_split: str = "val",
         test_split: str = "test",
         predict_split: str = "test",
+        selection: dict[str, dict[str, list[str]]] | str | None = None,
         verify: bool = False,
         on_corrupt: Literal["skip", "fail"] = "fail",
         check_finite: bool = True,
+        images: bool = False,
+        image_size: int = 224,
+        pair_channel_types: list[str] | None = None,
+        cache_dir: str | None = None,
     ) -> None:
         super().__init__()
         if weights is not None and len(weights) != len(datasets):
             raise ValueError(f"weights has {len(weights)} entries for {len(datasets)} datasets")
         if mode == "epochs" and not tmax > tmin:
             raise ValueError(f"tmax ({tmax}) must be greater than tmin ({tmin})")
+        if images and mode != "epochs":
+            raise ValueError("images pairs each event epoch with its stimulus: use mode='epochs'")
         self.save_hyperparameters()
         self.datasets = [str(d) for d in datasets]
         self.manifests: list[dict[str, Any]] = []
         self.normalization: dict[str, Any] = normalization or {}
         self.skipped: dict[str, Any] = {"shards": [], "samples": 0}
         self.label_map: dict[str, int] | None = label_map
+        self.selection = load_selection(selection)
         self._segments: dict[str, list[Segment]] = {}
         self._streams: dict[str, ShardStream] = {}
         self._resume: dict[str, Any] | None = None
@@ -141,7 +173,8 @@ class ShardDataModule(pl.LightningDataModule):
         }.get(stage or "fit", ["train", "val", "test"])
         for which in splits:
             if which not in self._segments:
-                self._segments[which] = self._index_split(getattr(self.hparams, f"{which}_split"))
+                segments = self._index_split(getattr(self.hparams, f"{which}_split"))
+                self._segments[which] = apply_rule(segments, (self.selection or {}).get(which))
         self._finish_setup()
 
     def train_dataloader(self) -> DataLoader:
@@ -155,6 +188,13 @@ class ShardDataModule(pl.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("predict", shuffle=False)
+
+    def eval_dataloader(self, stage: Stage) -> DataLoader:
+        """Every window of ``stage`` in stored order: no crops, no shuffle, no dropped last batch.
+
+        What the classical baselines train on, so they see all of a training split's epochs.
+        """
+        return self._loader(stage, shuffle=False)
 
     def state_dict(self) -> dict[str, Any]:
         """Data position (epoch, batches delivered) plus the normalisation, for the checkpoint."""
@@ -178,6 +218,33 @@ class ShardDataModule(pl.LightningDataModule):
             self.normalization = state_dict["normalization"]
         self._resume = state_dict.get("position")
 
+    def labelled_events(self, split: str = "all") -> list[dict[str, Any]]:
+        """Every epoch the epochs mode cuts from ``split``: ``{"subject", "event", "label"}`` dicts.
+
+        ``event`` is the name a ``selection`` uses (``"<sample key>#<i>"``), ``label`` the class
+        from the label map; events outside the map or too close to a segment edge are left out,
+        exactly as the loader leaves them out. Sorted by event name.
+        """
+        if self.hparams.mode != "epochs":
+            raise ValueError("labelled_events needs mode='epochs' (windows carry no labels)")
+        if not self.manifests:
+            self._load_manifests()
+        segments = [s for s in self._index_split(split) if s.kind == "signal"]
+        self._segments["_events"] = segments  # so the sampling rate (window length) is known
+        try:
+            self._finish_setup()
+            spec = self._spec()
+        finally:
+            del self._segments["_events"]
+        out = []
+        for seg in segments:
+            idx, _, labels = kept_events(seg.shape[1], float(seg.meta["sfreq"]), seg.events, spec)
+            out += [
+                {"subject": str(seg.meta.get("subject")), "event": event_id(seg, int(i)), "label": int(lb)}
+                for i, lb in zip(idx, labels, strict=True)
+            ]
+        return sorted(out, key=lambda e: e["event"])
+
     # ----------------------------------------------------------------------------- internals
     def _trainer_or_none(self) -> pl.Trainer | None:
         try:
@@ -186,10 +253,11 @@ class ShardDataModule(pl.LightningDataModule):
             return None
 
     def _load_manifests(self) -> None:
-        for d in self.datasets:
-            if "://" in d and not d.startswith("file://") or d.startswith("pipe:"):
-                raise NotImplementedError(f"{d}: only local shard folders are supported so far")
-            path = Path(d.removeprefix("file://")) / "manifest.json"
+        # Remote datasets: the manifest is fetched into the cache now, shards by `_index_split`.
+        self._locations = [resolve(d, self.hparams.get("cache_dir")) for d in self.datasets]
+        self.manifests = []
+        for d, location in zip(self.datasets, self._locations, strict=True):
+            path = location.manifest_path()
             if not path.is_file():
                 raise FileNotFoundError(
                     f"{path}: no manifest; is {d} a folder written by `neurotrain shard`?"
@@ -213,13 +281,14 @@ class ShardDataModule(pl.LightningDataModule):
 
     def _index_split(self, split: str) -> list[Segment]:
         segments: list[Segment] = []
-        for d, (root, manifest) in enumerate(zip(self.datasets, self.manifests, strict=True)):
-            root_path = Path(root.removeprefix("file://"))
+        for d, (location, manifest) in enumerate(zip(self._locations, self.manifests, strict=True)):
             for entry in manifest["shards"]:
                 if split != "all" and entry.get("split") != split:
                     continue
                 try:
-                    segments += index_shard(root_path / entry["name"], d, entry, self.hparams.verify)
+                    path = location.shard_path(entry)  # a remote shard: staged and sha256-checked
+                    verify = self.hparams.verify and not location.remote
+                    segments += index_shard(path, d, entry, verify)
                 except CorruptShardError as err:
                     if self.hparams.on_corrupt == "fail":
                         raise
@@ -263,9 +332,13 @@ class ShardDataModule(pl.LightningDataModule):
             return WindowSpec("epochs", int(round((hp.tmax - hp.tmin) * self.sfreq)), hp.tmin, self.label_map)
         return WindowSpec("windows", int(round(hp.window_seconds * self.sfreq)))
 
-    def _layouts(self, segments: list[Segment]) -> list[Layout | None]:
+    def _layouts(self, segments: list[Segment], pair: bool = False) -> list[Layout | None]:
+        """Per segment, where its channels land in a batch; ``pair``: the ``pair_*`` view's layout."""
         hp = self.hparams
         norms = [type_table(n) for n in self.normalization["datasets"]] if hp.normalize else None
+        c_max, channels, types = self.c_max, hp.channels, hp.channel_types
+        if pair:  # pair_channel_types fill slots in stored order, up to the widest pair set
+            c_max, channels, types = self._pair_c_max(), None, list(hp.pair_channel_types)
         cache: dict[tuple, Layout] = {}
         out = []
         for s in segments:
@@ -275,11 +348,25 @@ class ShardDataModule(pl.LightningDataModule):
             key = (s.dataset, tuple(s.meta["ch_names"]), tuple(s.meta.get("bad_channels") or []))
             if key not in cache:
                 norm = norms[s.dataset] if norms is not None else None
-                cache[key] = make_layout(
-                    s.meta, self.c_max, hp.channels, hp.channel_types, hp.drop_bad_channels, norm
-                )
+                cache[key] = make_layout(s.meta, c_max, channels, types, hp.drop_bad_channels, norm)
             out.append(cache[key])
         return out
+
+    def _pair_c_max(self) -> int:
+        """Slots of the pair view: the most ``pair_channel_types`` channels any indexed segment keeps."""
+        hp = self.hparams
+        widest = 0
+        for s in (s for segs in self._segments.values() for s in segs if s.kind == "signal"):
+            bads = set(s.meta.get("bad_channels") or []) if hp.drop_bad_channels else set()
+            kept = [
+                n
+                for n, t in zip(s.meta["ch_names"], s.meta["ch_types"], strict=True)
+                if t in hp.pair_channel_types and n not in bads
+            ]
+            widest = max(widest, len(kept))
+        if widest == 0:
+            raise ValueError(f"pair_channel_types {hp.pair_channel_types}: no such channels in the shards")
+        return widest
 
     def _rank_world(self) -> tuple[int, int]:
         trainer = self._trainer_or_none()
@@ -318,6 +405,12 @@ class ShardDataModule(pl.LightningDataModule):
         stream = ShardStream(
             segments, counts, self._layouts(segments), spec, cfg, self.c_max, rank, world, processes
         )
+        if hp.pair_channel_types is not None and spec.window_samples > 0:
+            stream.pair_layouts = self._layouts(segments, pair=True)
+            stream.pair_c_max = self._pair_c_max()
+        if hp.images:
+            stream.images = EventImages(segments, spec, hp.image_size)
+            stream.images.check()
         self._streams[which] = stream
         return stream
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any, Literal
 
 OnError = Literal["fail", "skip"]
@@ -36,6 +37,8 @@ class ShardOptions:
     dtype: Literal["float16", "float32"] = "float16"
     montage: str = "auto"  # "auto": file/BIDS positions, else the standard 10-05 montage by name; "none"; or a montage name
     channel_types: list[str] = field(default_factory=list)  # keep only these types (empty: all but stim)
+    # stimulus images: events.tsv ``stim_file`` (relative to this folder), else ``<label>.png|jpg|jpeg``
+    stimuli: str | None = None
     atlas: str | None = None  # fMRI label image (.nii/.nii.gz)
     atlas_labels: str | None = None  # text file, one parcel name per line, in increasing label order
     atlas_background: float = 0.0  # label value that is not a parcel
@@ -62,6 +65,8 @@ class ShardOptions:
     def __post_init__(self) -> None:
         self.notch = [float(f) for f in self.notch]
         self.channel_types = list(self.channel_types)
+        if self.stimuli is not None:
+            self.stimuli = str(self.stimuli)
         self.volume_shape = tuple(int(v) for v in self.volume_shape)  # type: ignore[assignment]
         self.split_ratios = tuple(float(r) for r in self.split_ratios)  # type: ignore[assignment]
         checks = [
@@ -86,6 +91,10 @@ class ShardOptions:
             (self.workers >= 1, "workers must be >= 1"),
             (self.voxel_size > 0, "voxel_size must be > 0"),
             (
+                self.stimuli is None or Path(self.stimuli).expanduser().is_dir(),
+                f"stimuli: {self.stimuli} is not a folder",
+            ),
+            (
                 self.l_freq is None or self.h_freq is None or self.l_freq < self.h_freq,
                 "l_freq must be < h_freq",
             ),
@@ -104,6 +113,8 @@ class ShardOptions:
     def fingerprint(self) -> str:
         """sha256 of the options that change shard contents (used to decide what to redo on resume)."""
         d = {k: v for k, v in self.to_dict().items() if k not in self._NOT_IN_FINGERPRINT}
+        if d["stimuli"] is None:  # an option added later: unset, it leaves earlier fingerprints as they were
+            del d["stimuli"]
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
     @classmethod

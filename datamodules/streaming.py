@@ -33,6 +33,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from neurotrain.datamodules.collate import Layout, collate_windows
+from neurotrain.datamodules.images import EventImages
 from neurotrain.datamodules.tar_index import CorruptShardError, Segment, SegmentReader
 from neurotrain.datamodules.windows import WindowSpec, segment_windows
 
@@ -186,6 +187,11 @@ class ShardStream(IterableDataset):
     skip: int = 0
     skipped: int = 0
     _reader: SegmentReader = field(default_factory=SegmentReader)
+    # Paired views (off by default): a second channel subset of the same windows, emitted as
+    # ``pair_*`` keys, and the stimulus image of each event epoch, emitted as ``image``.
+    pair_layouts: list[Layout | None] | None = None
+    pair_c_max: int = 0
+    images: EventImages | None = None
 
     def __len__(self) -> int:
         return rank_range(
@@ -312,7 +318,28 @@ class ShardStream(IterableDataset):
         batch["subject"] = [str(s.meta.get("subject")) for s, _, _ in meta_rows]
         batch["recording"] = [str(s.meta.get("recording")) for s, _, _ in meta_rows]
         batch["sample_id"] = [f"{s.key}@{st}" if lb < 0 else f"{s.key}@{st}:{lb}" for s, st, lb in meta_rows]
+        if self.pair_layouts is not None or self.images is not None:
+            self._paired(batch, plan, idx, data, windows, meta_rows)
         return batch
+
+    def _paired(
+        self, batch: dict[str, Any], plan: EpochPlan, idx: np.ndarray, data, windows, meta_rows
+    ) -> None:
+        """Add the second views: ``pair_*`` (same windows, pair channel subset) and ``image``."""
+        ids = [i for i in (int(plan.seg[k]) for k in idx) if data[i] is not None]  # rows kept above
+        if self.pair_layouts is not None:
+            pair_windows = [
+                (x, start, self.pair_layouts[i]) for (x, start, _), i in zip(windows, ids, strict=True)
+            ]
+            pair = collate_windows(
+                pair_windows, self.spec.window_samples, self.pair_c_max, self.cfg.normalize
+            )
+            for key, value in pair.items():
+                batch[f"pair_{key}"] = value
+            batch["pair_sfreq"] = batch["sfreq"]
+        if self.images is not None:
+            rows = [(i, start, label) for i, (_, start, label) in zip(ids, meta_rows, strict=True)]
+            batch["image"] = self.images.batch(self._reader, rows)
 
     def _volume_batch(self, items: list, meta_rows: list) -> dict[str, Any]:
         """``volume`` float32 [B, D, H, W] plus labels and ids, for structural images."""

@@ -49,6 +49,8 @@ class Segment:
     meta: dict[str, Any]
     events: list[dict[str, Any]] = field(default_factory=list)
     kind: str = "signal"  # "signal" ([C, T], windowed) or "volume" ([D, H, W], one item)
+    # stimulus images stored with the sample: member ("image.<n>.<ext>") -> (offset, size) in the tar
+    images: dict[str, tuple[int, int]] | None = None
 
     @property
     def nbytes(self) -> int:
@@ -94,6 +96,8 @@ def index_shard(path: str | Path, dataset: int, entry: dict[str, Any], verify: b
         offset, dtype, shape = parts[f"{kind}.npy"]
         seg = Segment(dataset, name, str(path), key, offset, dtype, shape, parts["meta.json"], kind=kind)
         seg.events = parts.get("events.json") or []
+        if "images" in parts:
+            seg.images = parts["images"]
         check_segment_meta(seg)
         segments.append(seg)
     expected = entry.get("samples")
@@ -145,18 +149,34 @@ class SegmentReader:
 
     def read(self, seg: Segment) -> np.ndarray:
         """The segment's signal ``[C, n_times]`` in its stored dtype; raises on short reads."""
+        fd = self._fd(seg)
+        buf = bytearray(seg.nbytes)
+        got = os.preadv(fd, [buf], seg.offset)
+        if got != seg.nbytes:
+            raise CorruptShardError(f"sample {seg.name}: read {got} of {seg.nbytes} bytes (truncated shard)")
+        return np.frombuffer(buf, dtype=seg.dtype).reshape(seg.shape)
+
+    def read_bytes(self, seg: Segment, offset: int, size: int) -> bytes:
+        """``size`` bytes of ``seg``'s shard from ``offset`` (a stored member, e.g. an image)."""
+        fd = self._fd(seg)
+        buf = bytearray(size)
+        got = os.preadv(fd, [buf], offset)
+        if got != size:
+            raise CorruptShardError(f"sample {seg.name}: read {got} of {size} bytes (truncated shard)")
+        return bytes(buf)
+
+    def _fd(self, seg: Segment) -> int:
         fd = self._fds.get(seg.path)
         if fd is None:
             try:
                 fd = os.open(seg.path, os.O_RDONLY)
             except OSError as err:
                 raise CorruptShardError(f"shard {seg.shard}: cannot open ({err})") from err
-            self._fds[seg.path] = fd
-        buf = bytearray(seg.nbytes)
-        got = os.preadv(fd, [buf], seg.offset)
-        if got != seg.nbytes:
-            raise CorruptShardError(f"sample {seg.name}: read {got} of {seg.nbytes} bytes (truncated shard)")
-        return np.frombuffer(buf, dtype=seg.dtype).reshape(seg.shape)
+            kept = self._fds.setdefault(seg.path, fd)  # another thread may have opened it meanwhile
+            if kept != fd:
+                os.close(fd)
+            fd = kept
+        return fd
 
     def close(self) -> None:
         for fd in self._fds.values():
@@ -200,6 +220,9 @@ def _scan(path: Path, size: int) -> dict[str, dict[str, Any]]:
                 if data_offset + int(np.prod(shape)) * dtype.itemsize > member.offset_data + member.size:
                     raise ValueError(f"{member.name}: array data shorter than its header says")
                 parts[ext] = (data_offset, dtype.str, tuple(int(s) for s in shape))
+            elif ext.startswith("image."):
+                # encoded bytes (PNG/JPEG) read later with one pread and decoded per batch
+                parts.setdefault("images", {})[ext] = (member.offset_data, member.size)
             else:
                 parts[ext] = True
     return groups

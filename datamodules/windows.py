@@ -64,14 +64,28 @@ def event_windows(
     Epochs that would cross the segment's edge are dropped (the neighbouring segment is a separate
     sample), so with 60 s segments and 1 s epochs about 1-2 % of events are lost.
     """
+    _, starts, labels = kept_events(n_times, sfreq, events, spec)
+    return starts, labels
+
+
+def kept_events(
+    n_times: int, sfreq: float, events: list[dict], spec: WindowSpec
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(indices [k], starts [k], labels [k])`` of the events that give an epoch.
+
+    ``indices`` point into ``events``: ``(sample key, index)`` names an epoch independently of
+    ``tmin``, which is how evaluation folds select epochs (``selection``).
+    """
     T = spec.window_samples
-    starts, labels = [], []
-    for ev in events:
+    indices, starts, labels = [], [], []
+    for i, ev in enumerate(events):
         label = ev.get("label")
         if spec.label_map is None or label not in spec.label_map:
             continue
         start = int(round((float(ev["onset"]) + spec.tmin) * sfreq))
         if start >= 0 and start + T <= n_times:
+            indices.append(i)
             starts.append(start)
             labels.append(spec.label_map[label])
-    return np.asarray(starts, dtype=np.int64), np.asarray(labels, dtype=np.int64)
+    as_array = lambda v: np.asarray(v, dtype=np.int64)  # noqa: E731
+    return as_array(indices), as_array(starts), as_array(labels)

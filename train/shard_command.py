@@ -50,6 +50,12 @@ def add_shard_parser(sub: argparse._SubParsersAction) -> None:
         default=5.0,
         help="std above this × type median: noisy, marked bad (0: off)",
     )
+    g.add_argument(
+        "--stimuli",
+        metavar="DIR",
+        help="store each event's stimulus image (events.tsv stim_file relative to DIR, "
+        "else DIR/<label>.png|jpg|jpeg) for brain-image alignment",
+    )
     g = p.add_argument_group("fMRI and structural MRI")
     g.add_argument("--atlas", help="label image for fMRI parcel means (.nii/.nii.gz)")
     g.add_argument("--atlas-labels", help="text file with one parcel name per line (increasing label order)")
@@ -111,6 +117,7 @@ def run_shard(args: argparse.Namespace) -> int:
         "min_segment_seconds": args.min_segment_seconds,
         "montage": args.montage,
         "channel_types": args.channel_types,
+        "stimuli": args.stimuli,
         "flat": args.flat,
         "flat_threshold": args.flat_threshold,
         "noisy_threshold": args.noisy_threshold,
