@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from neurotrain.datamodules.example_data import fetch
 from neurotrain.datamodules.sharding import shard_dataset
@@ -60,7 +61,13 @@ def test_shipped_config_runs_with_fast_dev_run(
 
 
 def test_every_shipped_config_is_exercised() -> None:
-    tested = {"eeg_pretrain", "eeg_finetune", "fmri_pretrain", "eeg_pretrain_deepspeed"}
+    tested = {
+        "eeg_pretrain",
+        "eeg_finetune",
+        "fmri_pretrain",
+        "eeg_pretrain_deepspeed",
+        "eeg_pretrain_deepspeed_stage3",
+    }
     assert {p.stem for p in CONFIGS.glob("*.yaml")} == tested
 
 
@@ -103,18 +110,25 @@ def test_pretrain_then_finetune_from_its_checkpoint(eeg_shards: Path, tmp_path: 
     assert ft_ckpt["normalization"]["datasets"][0]["per_type"]["eeg"] == eeg_norm
 
 
-def test_deepspeed_stage2_on_two_cpu_processes_exports_and_reloads(eeg_shards: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "config,stage", [("eeg_pretrain_deepspeed", 2), ("eeg_pretrain_deepspeed_stage3", 3)]
+)
+def test_deepspeed_on_two_cpu_processes_exports_and_reloads(
+    config: str, stage: int, eeg_shards: Path, tmp_path: Path
+) -> None:
     from safetensors.torch import load_file
 
     from neurotrain.models.lightning_modules import ClassifierModule
 
+    shipped = yaml.safe_load((CONFIGS / f"{config}.yaml").read_text())
+    assert shipped["trainer"]["strategy"] == f"deepspeed_stage_{stage}"  # the GPU config's ZeRO stage
     cmd = CLI + fit_args(
-        "eeg_pretrain_deepspeed",
+        config,
         eeg_shards,
         tmp_path,
         "ds",
         "--trainer.devices=2",
-        "--trainer.strategy=deepspeed_stage_2_cpu",
+        f"--trainer.strategy=deepspeed_stage_{stage}_cpu",
         "--trainer.precision=32-true",
         "--trainer.max_steps=3",
         "--trainer.limit_val_batches=1",
