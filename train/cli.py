@@ -9,6 +9,7 @@
     neurotrain sync [FOLDER]                     upload offline W&B runs (wandb sync)
     neurotrain quickstart [--out DIR] [--fast]   real EEG -> pretrained, fine-tuned, compared models
     neurotrain sweep FILE [--count N] [--workers K]  a sweep file: W&B when online, else local Optuna
+    neurotrain evaluate --config F --protocol P  fine-tune + score under within/cross-subject or LOSO folds
 
 Heavy libraries are imported inside each subcommand, so ``neurotrain --help`` is instant.
 """
@@ -21,6 +22,7 @@ from collections.abc import Callable, Sequence
 
 from neurotrain.train.compare import add_compare_parser
 from neurotrain.train.compare_sync import add_sync_parser
+from neurotrain.train.evaluate import add_evaluate_parser
 from neurotrain.train.export import add_export_parser
 from neurotrain.train.quickstart import add_quickstart_parser
 from neurotrain.train.shard_command import add_shard_parser
@@ -51,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_sync_parser(sub)
     add_sweep_parser(sub)
     add_quickstart_parser(sub)
+    add_evaluate_parser(sub)
     for name, text in _LIGHTNING_HELP.items():  # parsed by LightningCLI; listed here for --help
         sub.add_parser(name, help=text, add_help=False)
     return parser
@@ -63,7 +66,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from neurotrain.train.lightning_cli import run_lightning
 
         return run_lightning(argv)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "accepts_extra", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
     handler: Handler = args.handler
     try:
         return handler(args)

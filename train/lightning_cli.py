@@ -237,6 +237,39 @@ def build_cli(argv: list[str]) -> NeurotrainCLI:
         )
 
 
+class _Parsed(Exception):
+    """Raised by the parse-only CLI right after parsing, carrying the config."""
+
+
+def parse_config(argv: list[str]) -> dict[str, Any]:
+    """Run the CLI's parser over ``argv`` (``["fit", "--config", …]``) and stop before building anything.
+
+    Returns the subcommand's config as nested dicts (``cfg["data"]["datasets"]``, ...). Errors are
+    the parser's own (an unknown option or a value of the wrong type), raised, never an exit.
+    """
+
+    class ParseOnly(NeurotrainCLI):
+        def before_instantiate_classes(self) -> None:
+            raise _Parsed(self.config[self.subcommand])
+
+    strategies.register_strategies()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*args parameter is intended.*")
+            ParseOnly(
+                model_class=pl.LightningModule,
+                subclass_mode_model=True,
+                datamodule_class=ShardDataModule,
+                args=argv,
+                seed_everything_default=False,
+                parser_kwargs={"prog": "neurotrain", "default_env": False, "exit_on_error": False},
+                auto_configure_optimizers=False,
+            )
+    except _Parsed as done:
+        return done.args[0].as_dict()
+    raise RuntimeError("the parser returned without reaching instantiation")
+
+
 def _default_run_name(cfg: Any) -> str:
     configs = cfg.get("config") or []
     stem = Path(str(configs[-1])).stem if configs else "run"

@@ -19,17 +19,17 @@ held-out subject (no selection on it), i.e. the cross-subject protocol.
 from __future__ import annotations
 
 import argparse
-import csv
 import html
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from neurotrain.train.fit_runs import CLASSIFICATION_METRICS as METRICS
+from neurotrain.train.fit_runs import fit_once, last_scores, print_scores, say
+
 CONFIGS = Path(__file__).resolve().parent / "configs"
 FACE_HOUSE = {"face-upright": 0, "face-inverted": 0, "house-upright": 1, "house-inverted": 1}
-METRICS = ("balanced_accuracy", "kappa", "f1_weighted", "auroc")
 
 
 @dataclass(frozen=True)
@@ -60,24 +60,23 @@ def quickstart(out: str | Path = "quickstart", fast: bool = False, workers: int 
 
     out = Path(out)
     budget = FAST if fast else FULL
-    _say(f"[1/6] example EEG (pylossless 0.2.0, cached in {fetch('eeg').parent})")
+    say(f"[1/6] example EEG (pylossless 0.2.0, cached in {fetch('eeg').parent})")
     shards = out / "shards" / "eeg"
-    _say(f"[2/6] sharding into {shards}")
+    say(f"[2/6] sharding into {shards}")
     shard_dataset(["example:eeg"], shards, workers=workers, progress=True)
     runs = out / "runs"
     common = [
         f"--data.datasets=[{shards}]",
-        f"--trainer.default_root_dir={runs}",
         "--group=quickstart",
         *budget.encoder,
     ]
     val = f"--trainer.limit_val_batches={budget.limit_val_batches}"
-    _say(f"[3/6] pretraining ({budget.pretrain_steps} steps)")
-    pre = _fit_once(
+    say(f"[3/6] pretraining ({budget.pretrain_steps} steps)")
+    pre = fit_once(
         runs,
         "pretrain",
-        "eeg_pretrain",
         [
+            *_config("eeg_pretrain"),
             *common,
             "--trainer.limit_val_batches=5",
             f"--data.window_seconds={budget.pretrain_window_seconds}",
@@ -85,63 +84,39 @@ def quickstart(out: str | Path = "quickstart", fast: bool = False, workers: int 
             "--trainer.max_epochs=1000",
         ],
     )
-    finetune = [*common, val, f"--trainer.max_epochs={budget.finetune_epochs}"]
-    _say("[4/6] fine-tuning face vs house from the pretrained encoder, and from scratch")
-    _fit_once(runs, "finetune-pretrained", "eeg_finetune", [*finetune, f"--model.init_from={pre}"])
-    _fit_once(runs, "finetune-scratch", "eeg_finetune", finetune)
-    _say("[5/6] classical baselines on the same epochs")
+    say("[4/6] fine-tuning face vs house from the pretrained encoder, and from scratch")
+    finetune = [*_config("eeg_finetune"), *common, val, f"--trainer.max_epochs={budget.finetune_epochs}"]
+    fit_once(runs, "finetune-pretrained", [*finetune, f"--model.init_from={pre}"])
+    fit_once(runs, "finetune-scratch", finetune)
+    say("[5/6] classical baselines on the same epochs")
     results = {
         "protocol": "cross-subject: train s01, test s02 (final epoch, no selection on s02)",
         "methods": {
-            "encoder, pretrained + fine-tuned": _last_scores(runs / "finetune-pretrained"),
-            "encoder, fine-tuned from scratch": _last_scores(runs / "finetune-scratch"),
+            "encoder, pretrained + fine-tuned": last_scores(runs / "finetune-pretrained"),
+            "encoder, fine-tuned from scratch": last_scores(runs / "finetune-scratch"),
             **_baselines(shards),
         },
         "budget": budget.__dict__,
     }
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    _say("[6/6] report")
+    say("[6/6] report")
     _print_table(results)
     from neurotrain.train.compare import build_report
 
     build_report(
         [runs], out / "report.html", title="neurotrain quickstart", preamble_html=_results_html(results)
     )
-    _say(f"wrote {out / 'results.json'} and {out / 'report.html'}")
+    say(f"wrote {out / 'results.json'} and {out / 'report.html'}")
     return results
 
 
-def _fit_once(runs: Path, name: str, config: str, args: list[str]) -> Path:
-    """Run (or resume, or skip) one fit; return its last checkpoint."""
-    from neurotrain.train.lightning_cli import build_cli
-    from neurotrain.train.run_record import read_summary
-
-    run = runs / name
-    last = run / "checkpoints" / "last.ckpt"
-    summary = read_summary(run) or {}
-    if summary.get("status") == "finished" and last.exists():
-        _say(f"      {name}: finished earlier, kept")
-        return last
-    resume = [f"--ckpt_path={last}"] if last.exists() else []
-    if resume:
-        _say(f"      {name}: resuming from {last}")
-    argv = ["fit", "--config", str(CONFIGS / f"{config}.yaml"), f"--run_name={name}", *args, *resume]
-    build_cli([*argv, "--checkpoint_every_n_steps=50"])
-    return last
-
-
-def _last_scores(run: Path) -> dict[str, float]:
-    """The metrics of the last validation of a run (from its metrics.csv)."""
-    with open(run / "metrics.csv") as f:
-        rows = [r for r in csv.DictReader(f) if r.get("val/balanced_accuracy")]
-    if not rows:
-        raise RuntimeError(f"{run}: no validation metrics were logged")
-    return {m: float(rows[-1][f"val/{m}"]) for m in METRICS}
+def _config(name: str) -> list[str]:
+    return ["--config", str(CONFIGS / f"{name}.yaml")]
 
 
 def _baselines(shards: Path) -> dict[str, dict[str, float]]:
     from neurotrain.datamodules.shard_datamodule import ShardDataModule
-    from neurotrain.train.baselines import collect_epochs, fit_and_score
+    from neurotrain.train.baselines import BASELINES, score_on_loaders
 
     # Same epochs and normalisation as the fine-tune; every channel kept so both subjects share a montage.
     dm = ShardDataModule(
@@ -154,26 +129,12 @@ def _baselines(shards: Path) -> dict[str, dict[str, float]]:
         drop_bad_channels=False,
     )
     dm.setup("fit")
-    x_tr, y_tr, _ = collect_epochs(dm.train_dataloader())
-    x_te, y_te, _ = collect_epochs(dm.val_dataloader())
-    x_tr, x_te = x_tr[:, :, ::2], x_te[:, :, ::2]  # 128 Hz, as the reference figures
-    return {
-        "logistic regression": fit_and_score("logreg", x_tr, y_tr, x_te, y_te),
-        "XDAWN + tangent space": fit_and_score("xdawn_ts", x_tr, y_tr, x_te, y_te),
-    }
+    return score_on_loaders(BASELINES, dm.train_dataloader(), dm.val_dataloader(), dm.sfreq)
 
 
 def _print_table(results: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"face vs house — {results['protocol']}")
-    table.add_column("method")
-    for m in METRICS:
-        table.add_column(m.replace("_", " "), justify="right")
-    for name, scores in results["methods"].items():
-        table.add_row(name, *(f"{scores[m]:.3f}" for m in METRICS))
-    Console().print(table)
+    rows = {name: [f"{scores[m]:.3f}" for m in METRICS] for name, scores in results["methods"].items()}
+    print_scores(f"face vs house — {results['protocol']}", rows)
 
 
 def _results_html(results: dict[str, Any]) -> str:
@@ -186,10 +147,6 @@ def _results_html(results: dict[str, Any]) -> str:
         f'<h2>Results</h2><p class="meta">face vs house · {html.escape(results["protocol"])}</p>'
         f'<table id="quickstart-results"><thead><tr><th>method</th>{head}</tr></thead><tbody>{rows}</tbody></table>'
     )
-
-
-def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def add_quickstart_parser(sub: argparse._SubParsersAction) -> None:

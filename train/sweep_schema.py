@@ -19,7 +19,6 @@ import hashlib
 import json
 import math
 import re
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import NormalDist
@@ -225,9 +224,11 @@ def check_against_config(spec: SweepSpec, extra: list[str] = ()) -> dict[str, An
     Returns the parsed config (the fit subcommand's namespace as a dict). A parameter the config does
     not have, or a value of the wrong type, raises SweepError naming the key and the parser's reason.
     """
+    from neurotrain.train.lightning_cli import parse_config
+
     base = [*spec.base_args(), *extra]
     try:
-        parsed = _parse(base)
+        parsed = parse_config(base)
     except Exception as exc:  # the config or the --set overrides themselves are wrong
         raise SweepError(
             spec.path, [f"command/--set: the run config does not parse: {_reason(exc)}"]
@@ -236,7 +237,7 @@ def check_against_config(spec: SweepSpec, extra: list[str] = ()) -> dict[str, An
     for p in spec.params:
         for value in p.example_values():
             try:
-                _parse([*base, override(p.key, value)])
+                parse_config([*base, override(p.key, value)])
             except Exception as exc:
                 problems.append(f"parameters.{p.key}: {_reason(exc)} (value {value!r})")
                 break
@@ -407,40 +408,6 @@ def _find_config(name: str, sweep_file: Path) -> Path | None:
 
 def _quantize(x: float, q: float) -> float:
     return round(round(x / q) * q, 12)
-
-
-class _Parsed(Exception):
-    """Raised by the parse-only CLI right after parsing, carrying the config."""
-
-
-def _parse(argv: list[str]) -> dict[str, Any]:
-    """Run LightningCLI's parser over ``argv`` (fit ...) and stop before anything is instantiated."""
-    import pytorch_lightning as pl
-
-    from neurotrain.datamodules.shard_datamodule import ShardDataModule
-    from neurotrain.train import strategies
-    from neurotrain.train.lightning_cli import NeurotrainCLI
-
-    class ParseOnly(NeurotrainCLI):
-        def before_instantiate_classes(self) -> None:
-            raise _Parsed(self.config[self.subcommand])
-
-    strategies.register_strategies()
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*args parameter is intended.*")
-            ParseOnly(
-                model_class=pl.LightningModule,
-                subclass_mode_model=True,
-                datamodule_class=ShardDataModule,
-                args=argv,
-                seed_everything_default=False,
-                parser_kwargs={"prog": "neurotrain", "default_env": False, "exit_on_error": False},
-                auto_configure_optimizers=False,
-            )
-    except _Parsed as done:
-        return done.args[0].as_dict()
-    raise RuntimeError("the parser returned without reaching instantiation")
 
 
 def _reason(exc: BaseException) -> str:
