@@ -38,6 +38,7 @@ from neurotrain.models.objectives import (
     topk_retrieval_accuracy,
 )
 from neurotrain.models.optim import param_groups, warmup_cosine
+from neurotrain.models.pooling import Pooling, make_pool
 from neurotrain.models.signal_encoder import SignalEncoder, SignalEncoderConfig
 
 SIGNAL_KEYS = ("signal", "channel_mask", "positions", "position_mask", "channel_types", "sfreq")
@@ -190,6 +191,8 @@ class SupervisedModule(EncoderModule):
 
     ``linear_probe`` freezes the encoder (no gradients, kept in eval mode, left out of the
     optimizer); otherwise the whole model fine-tunes with layer-wise lr decay ``layer_decay``.
+    ``pooling`` is ``"mean"`` (the encoder's pooled vector) or ``"attention"`` (learned queries
+    over the tokens, trained with the head; see ``models/pooling.py``).
     """
 
     def __init__(
@@ -202,9 +205,11 @@ class SupervisedModule(EncoderModule):
         layer_decay: float,
         init_from: str | None,
         linear_probe: bool,
+        pooling: Pooling = "mean",
     ) -> None:
         super().__init__(encoder, lr, weight_decay, warmup_steps, min_lr_ratio, layer_decay, init_from)
         self.linear_probe = linear_probe
+        self.pool = make_pool(pooling, self.encoder.dim, self.encoder.config.heads)
         if linear_probe:
             self.encoder.requires_grad_(False)
             self.encoder.eval()
@@ -217,7 +222,8 @@ class SupervisedModule(EncoderModule):
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.linear_probe):
-            pooled = self.encoder(batch).pooled  # [B, D]
+            out = self.encoder(batch)
+        pooled = out.pooled if self.pool is None else self.pool(out.tokens, batch["channel_mask"])  # [B, D]
         return self.head(pooled)  # [B, K]
 
     def update_evaluation(self, batch: dict[str, Tensor], outputs: dict[str, Tensor], stage: str) -> None:
@@ -251,11 +257,20 @@ class ClassifierModule(SupervisedModule):
         warmup_steps: int = 0,
         min_lr_ratio: float = 0.0,
         head_dropout: float = 0.0,
+        pooling: Pooling = "mean",
         init_from: str | None = None,
     ) -> None:
         encoder = asdict(encoder_config(encoder))
         super().__init__(
-            encoder, lr, weight_decay, warmup_steps, min_lr_ratio, layer_decay, init_from, linear_probe
+            encoder,
+            lr,
+            weight_decay,
+            warmup_steps,
+            min_lr_ratio,
+            layer_decay,
+            init_from,
+            linear_probe,
+            pooling,
         )
         self.save_hyperparameters()
         self.head = ClassificationHead(self.encoder.dim, num_classes, head_dropout)
@@ -286,11 +301,20 @@ class RegressorModule(SupervisedModule):
         warmup_steps: int = 0,
         min_lr_ratio: float = 0.0,
         head_dropout: float = 0.0,
+        pooling: Pooling = "mean",
         init_from: str | None = None,
     ) -> None:
         encoder = asdict(encoder_config(encoder))
         super().__init__(
-            encoder, lr, weight_decay, warmup_steps, min_lr_ratio, layer_decay, init_from, linear_probe
+            encoder,
+            lr,
+            weight_decay,
+            warmup_steps,
+            min_lr_ratio,
+            layer_decay,
+            init_from,
+            linear_probe,
+            pooling,
         )
         self.save_hyperparameters()
         self.head = RegressionHead(self.encoder.dim, num_outputs, head_dropout)

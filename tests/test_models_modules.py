@@ -181,6 +181,25 @@ def test_linear_probe_leaves_the_encoder_unchanged(tmp_path: Path) -> None:
     assert not optimized & {id(p) for p in model.encoder.parameters()}
 
 
+def test_attention_pooling_ignores_padding_and_trains_with_a_frozen_encoder(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = ClassifierModule(num_classes=2, encoder=TINY, pooling="attention", linear_probe=True, lr=1e-2)
+    batch = synthetic_signal_batch(4, labels="class")
+    batch["channel_mask"][:, -2:] = False  # the last two slots are padding
+    padded = {**batch, "signal": batch["signal"].clone()}
+    padded["signal"][:, -2:] = 1e3  # whatever the padding holds, the output must not move
+    model.eval()
+    torch.testing.assert_close(model(batch), model(padded))
+    assert model(batch).shape == (4, 2)
+    pool_before = {k: v.clone() for k, v in model.pool.state_dict().items()}
+    run = trainer(tmp_path, max_steps=3, limit_val_batches=0)
+    run.fit(model, loader(lambda n: synthetic_signal_batch(n, labels="class"), n_batches=3))
+    # The pool is part of the head: it learns even when the encoder is frozen (linear probe).
+    assert any(not torch.equal(v, pool_before[k]) for k, v in model.pool.state_dict().items())
+    with pytest.raises(ValueError, match="pooling must be"):
+        ClassifierModule(num_classes=2, encoder=TINY, pooling="max")
+
+
 def test_fine_tuning_uses_layer_decay_in_the_optimizer(tmp_path: Path) -> None:
     model = ClassifierModule(num_classes=2, encoder=TINY, layer_decay=0.5, lr=1.0)
     run = trainer(tmp_path, max_steps=1, limit_val_batches=0)
