@@ -141,16 +141,21 @@ def check_segment_meta(seg: Segment) -> None:
 class SegmentReader:
     """Reads whole segments by offset; keeps one open file descriptor per shard.
 
-    Holds no array memory between calls: each read allocates a fresh buffer of one segment.
+    Holds no array memory between calls: each read fills a fresh buffer of one segment, or the
+    ``out`` buffer a caller passes (``streaming.PooledSegmentReader`` recycles them).
     """
 
     def __init__(self) -> None:
         self._fds: dict[str, int] = {}
 
-    def read(self, seg: Segment) -> np.ndarray:
-        """The segment's signal ``[C, n_times]`` in its stored dtype; raises on short reads."""
+    def read(self, seg: Segment, out: np.ndarray | None = None) -> np.ndarray:
+        """The segment's signal ``[C, n_times]`` in its stored dtype; raises on short reads.
+
+        ``out``: a writable uint8 buffer of at least ``seg.nbytes`` to read into (the result is a
+        view of it).
+        """
         fd = self._fd(seg)
-        buf = bytearray(seg.nbytes)
+        buf = bytearray(seg.nbytes) if out is None else out[: seg.nbytes]
         got = os.preadv(fd, [buf], seg.offset)
         if got != seg.nbytes:
             raise CorruptShardError(f"sample {seg.name}: read {got} of {seg.nbytes} bytes (truncated shard)")
