@@ -78,3 +78,23 @@ def test_inspect_without_manifest_is_a_clear_error(
 ) -> None:
     assert main(["inspect", str(tmp_path)]) == 2
     assert "no manifest" in capsys.readouterr().err
+
+
+def test_one_pass_edf_decode_equals_mne_reading_whole(tmp_path: Path) -> None:
+    """The fast EDF path gives exactly MNE's values (scaled to µV, float32) over the whole file."""
+    import mne
+    import synthetic
+
+    from neurotrain.datamodules.readers.signals import _read_edf_scaled, _scales
+
+    path = synthetic.write_edf(tmp_path / "x.edf", seconds=37.3, sfreq=128.0, events=[(1.0, "a")])
+    raw = mne.io.read_raw_edf(path, preload=False, verbose="error")
+    scales = _scales(raw.get_channel_types())
+    fast = _read_edf_scaled(raw, scales)
+    assert fast is not None, "the plain-EDF path was not taken"
+    ref = np.empty_like(fast)
+    np.multiply(raw.get_data(), scales[:, None], out=ref, casting="unsafe")
+    assert np.array_equal(fast.view(np.int32), ref.view(np.int32))  # bit for bit
+    raw.pick(raw.ch_names[2:5])  # a contiguous subset still takes the fast path
+    sub = _read_edf_scaled(raw, scales[2:5])
+    assert sub is not None and np.array_equal(sub, ref[2:5])
