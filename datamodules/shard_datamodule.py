@@ -230,12 +230,7 @@ class ShardDataModule(pl.LightningDataModule):
         if not self.manifests:
             self._load_manifests()
         segments = [s for s in self._index_split(split) if s.kind == "signal"]
-        self._segments["_events"] = segments  # so the sampling rate (window length) is known
-        try:
-            self._finish_setup()
-            spec = self._spec()
-        finally:
-            del self._segments["_events"]
+        spec = self._spec(_common_sfreq(segments))
         out = []
         for seg in segments:
             idx, _, labels = kept_events(seg.shape[1], float(seg.meta["sfreq"]), seg.events, spec)
@@ -302,10 +297,7 @@ class ShardDataModule(pl.LightningDataModule):
         if len({s.kind for s in every}) > 1:
             raise ValueError("these datasets mix signals and volumes; load them with separate datamodules")
         all_segments = [s for s in every if s.kind == "signal"]
-        rates = sorted({float(s.meta["sfreq"]) for s in all_segments})
-        if len(rates) > 1:
-            raise ValueError(f"datasets have different sampling rates {rates}; reshard them with one --sfreq")
-        self.sfreq = rates[0] if rates else None
+        self.sfreq = _common_sfreq(all_segments)
         hp = self.hparams
         if hp.channels is not None:
             self.c_max = len(hp.channels)
@@ -322,15 +314,17 @@ class ShardDataModule(pl.LightningDataModule):
                 widest = max(widest, len(kept))
             self.c_max = hp.max_channels or widest
 
-    def _spec(self) -> WindowSpec:
+    def _spec(self, sfreq: float | None = None) -> WindowSpec:
+        """How windows are cut, at ``sfreq`` (default: the set-up splits' rate)."""
         hp = self.hparams
-        if self.sfreq is None:
+        sfreq = sfreq or self.sfreq
+        if sfreq is None:
             if any(self._segments.values()):
                 return WindowSpec("windows", 0)  # volumes only: one item per sample, nothing to cut
             raise RuntimeError("no segments found; call setup() first and check the split names")
         if hp.mode == "epochs":
-            return WindowSpec("epochs", int(round((hp.tmax - hp.tmin) * self.sfreq)), hp.tmin, self.label_map)
-        return WindowSpec("windows", int(round(hp.window_seconds * self.sfreq)))
+            return WindowSpec("epochs", int(round((hp.tmax - hp.tmin) * sfreq)), hp.tmin, self.label_map)
+        return WindowSpec("windows", int(round(hp.window_seconds * sfreq)))
 
     def _layouts(self, segments: list[Segment], pair: bool = False) -> list[Layout | None]:
         """Per segment, where its channels land in a batch; ``pair``: the ``pair_*`` view's layout."""
@@ -498,3 +492,11 @@ class ShardLoader(DataLoader):
     def skipped_samples(self) -> int:
         """Windows skipped as corrupt in this process (workers log their own counts)."""
         return self.dataset.skipped  # type: ignore[attr-defined]
+
+
+def _common_sfreq(segments: list[Segment]) -> float | None:
+    """The one sampling rate of these signal segments (None without any); several is an error."""
+    rates = sorted({float(s.meta["sfreq"]) for s in segments if s.kind == "signal"})
+    if len(rates) > 1:
+        raise ValueError(f"datasets have different sampling rates {rates}; reshard them with one --sfreq")
+    return rates[0] if rates else None

@@ -150,10 +150,14 @@ def unnormalise_mean_rgb(image: torch.Tensor) -> np.ndarray:
     return x.mean(axis=(2, 3)) * 255.0
 
 
+def image_epochs(folder: Path, **kw) -> ShardDataModule:
+    """1 s epochs with their stimulus images, 4 per batch unless ``kw`` says otherwise."""
+    args = {"mode": "epochs", "tmin": 0.0, "tmax": 1.0, "batch_size": 4, "images": True}
+    return ShardDataModule([folder], **{**args, **kw})
+
+
 def test_batches_carry_the_stimulus_of_each_epoch(image_shards: Path) -> None:
-    dm = ShardDataModule(
-        [image_shards], mode="epochs", tmin=0.0, tmax=1.0, batch_size=5, images=True, image_size=48
-    )
+    dm = image_epochs(image_shards, batch_size=5, image_size=48)
     dm.setup("fit")
     names = {v: k for k, v in dm.label_map.items()}
     assert set(names.values()) == set(COLOURS)
@@ -181,35 +185,17 @@ def test_images_need_every_kept_label_to_have_one(tmp_path: Path) -> None:
         shard_dataset([raw], tmp_path / "wrong", segment_seconds=20.0, stimuli=tmp_path)  # a wrong DIR
     out = tmp_path / "shards"
     shard_dataset([raw], out, segment_seconds=20.0, split_ratios=(1.0, 0.0, 0.0), stimuli=stim)
-    dm = ShardDataModule([out], mode="epochs", tmin=0.0, tmax=1.0, batch_size=4, images=True, image_size=32)
+    dm = image_epochs(out, image_size=32)
     with pytest.raises(ValueError, match="without a stimulus image: 'grey'"):
         next(iter(dm.train_dataloader()))
-    only_red = ShardDataModule(
-        [out],
-        mode="epochs",
-        tmin=0.0,
-        tmax=1.0,
-        batch_size=4,
-        images=True,
-        image_size=32,
-        label_map={"red": 0},
-    )
+    only_red = image_epochs(out, image_size=32, label_map={"red": 0})
     batch = next(iter(only_red.train_dataloader()))
     np.testing.assert_allclose(unnormalise_mean_rgb(batch["image"]), [COLOURS["red"]] * 4, atol=1.0)
 
 
 def test_alignment_with_images_fits_and_logs_retrieval(image_shards: Path, tmp_path: Path) -> None:
     torch.manual_seed(0)
-    dm = ShardDataModule(
-        [image_shards],
-        mode="epochs",
-        tmin=0.0,
-        tmax=1.0,
-        batch_size=4,
-        images=True,
-        image_size=64,
-        val_split="train",
-    )
+    dm = image_epochs(image_shards, image_size=64, val_split="train")
     model = AlignmentModule(encoder=TINY, pair="image", image_model="resnet18", retrieval_k=[1])
     run = trainer(tmp_path, max_epochs=1, limit_train_batches=3, limit_val_batches=2)
     run.fit(model, datamodule=dm)

@@ -22,7 +22,6 @@ an evaluation with other settings than the one it holds.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import shlex
@@ -30,6 +29,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from neurotrain.datamodules.files import atomic_write_json, sha256_file
 from neurotrain.train.evaluation_folds import PROTOCOLS, Fold, FoldError, plan_folds
 from neurotrain.train.fit_runs import CLASSIFICATION_METRICS as METRICS
 from neurotrain.train.fit_runs import fit_once, last_scores, print_scores, say
@@ -70,7 +70,7 @@ def evaluate(
     data = _check_config(base)
     plan = {
         "config": str(config),
-        "config_sha256": _sha256(Path(config)),
+        "config_sha256": sha256_file(config),
         "protocol": protocol,
         "folds": folds,
         "seeds": seeds,
@@ -94,7 +94,7 @@ def evaluate(
                 f"[seed {seed}, fold {i + 1}/{len(planned)}] {fold.name}: {fold.n_train} train / {fold.n_test} held-out epochs"
             )
             selection = out / "folds" / f"seed{seed}" / f"{fold.name.replace('/', '-')}.json"
-            _write_json(selection, fold.selection)
+            atomic_write_json(selection, fold.selection)
             fold_args = [
                 f"--data.selection={selection}",
                 "--data.train_split=all",
@@ -114,7 +114,7 @@ def evaluate(
                     **fold.record(),
                     "run": str(out / "runs" / tag),
                     "selection_file": str(selection),
-                    "selection_sha256": _sha256(selection),
+                    "selection_sha256": sha256_file(selection),
                     "scores": scores,
                 }
             )
@@ -125,13 +125,13 @@ def evaluate(
             {"path": d, "manifest_sha256": m["_sha256"]}
             for d, m in zip(dm.datasets, dm.manifests, strict=True)
         ],
-        "init_from_sha256": _sha256(Path(init_from)) if init_from and Path(init_from).is_file() else None,
+        "init_from_sha256": sha256_file(init_from) if init_from and Path(init_from).is_file() else None,
         "scoring": "final epoch on each fold's held-out epochs; no model selection on them",
         "n_epochs": len(events),
         "folds_detail": records,
         "summary": summarize(records),
     }
-    _write_json(out / "results.json", results)
+    atomic_write_json(out / "results.json", results)
     (out / "results.md").write_text(markdown(results))
     _print_table(results)
     _log_wandb(out, results, wandb_project)
@@ -216,7 +216,7 @@ def _claim(out: Path, plan: dict[str, Any]) -> None:
             )
         say(f"evaluate: continuing the evaluation in {out}")
         return
-    _write_json(path, plan)
+    atomic_write_json(path, plan)
 
 
 def _baselines(
@@ -225,9 +225,12 @@ def _baselines(
     """The baselines' scores on the fold's epochs (cached in ``OUT/baselines/<tag>.json``)."""
     if not names:
         return {}
+    from neurotrain.train.baselines import TITLES
+
     cache = out / "baselines" / f"{tag}.json"
-    if cache.exists():
-        return json.loads(cache.read_text())
+    if cache.exists():  # in the order of ``names``, as a fresh run gives them
+        cached = json.loads(cache.read_text())
+        return {TITLES[n]: cached[TITLES[n]] for n in names}
     from neurotrain.datamodules.shard_datamodule import ShardDataModule
     from neurotrain.train.baselines import score_on_loaders
 
@@ -245,7 +248,7 @@ def _baselines(
     scores = score_on_loaders(
         names, dm.eval_dataloader("train"), dm.eval_dataloader("val"), dm.sfreq, seed=seed
     )
-    _write_json(cache, scores)
+    atomic_write_json(cache, scores)
     return scores
 
 
@@ -303,17 +306,6 @@ def _log_wandb(out: Path, results: dict[str, Any], project: str) -> None:
         run.finish()
     if mode == "offline":
         say(f"W&B run saved offline in {out / 'wandb'}; upload it with: neurotrain sync {out}")
-
-
-def _write_json(path: Path, data: Any) -> None:
-    from neurotrain.train.run_record import write_json_atomic
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, data)
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
