@@ -21,7 +21,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
 from neurotrain.models.checkpoint_io import load_encoder_weights
@@ -39,7 +39,8 @@ from neurotrain.models.objectives import (
 )
 from neurotrain.models.optim import param_groups, warmup_cosine
 from neurotrain.models.pooling import Pooling, make_pool
-from neurotrain.models.signal_encoder import SignalEncoder, SignalEncoderConfig
+from neurotrain.models.signal_encoder import SignalEncoder, SignalEncoderConfig, masked_mean
+from neurotrain.models.token_cache import TokenCache
 
 SIGNAL_KEYS = ("signal", "channel_mask", "positions", "position_mask", "channel_types", "sfreq")
 
@@ -117,14 +118,18 @@ class EncoderModule(pl.LightningModule):
         self.update_evaluation(batch, outputs, stage)
 
     def configure_optimizers(self) -> dict:
-        groups = param_groups(
-            self, self.lr, self.weight_decay, self.layer_decay, self.encoder.num_layers, self._layer_id
-        )
+        groups = self.optimizer_groups()
         optimizer = torch.optim.AdamW(groups, lr=self.lr, betas=(0.9, 0.95))
         total = self.trainer.estimated_stepping_batches if self._trainer is not None else None
         total = int(total) if total is not None and total != float("inf") else None
         scheduler = warmup_cosine(optimizer, self.warmup_steps, total, self.min_lr_ratio)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def optimizer_groups(self) -> list[dict]:
+        """AdamW parameter groups: weight-decay split and layer-wise lr decay (``models/optim.py``)."""
+        return param_groups(
+            self, self.lr, self.weight_decay, self.layer_decay, self.encoder.num_layers, self._layer_id
+        )
 
     def _layer_id(self, name: str) -> int:
         """Encoder parameters by encoder layer; everything else (heads, objectives) on top."""
@@ -191,8 +196,13 @@ class SupervisedModule(EncoderModule):
 
     ``linear_probe`` freezes the encoder (no gradients, kept in eval mode, left out of the
     optimizer); otherwise the whole model fine-tunes with layer-wise lr decay ``layer_decay``.
-    ``pooling`` is ``"mean"`` (the encoder's pooled vector) or ``"attention"`` (learned queries
-    over the tokens, trained with the head; see ``models/pooling.py``).
+    ``pooling`` is ``"mean"`` (the encoder's pooled vector), ``"attention"`` (learned queries
+    over the tokens) or ``"virtual"`` (learned virtual channels × patches, the layout kept); the
+    pool trains with the head, ``pooling_options`` go to its constructor (``models/pooling.py``).
+    ``head_lr`` (default ``lr``) is the learning rate of the pool and head, which start from
+    scratch while the encoder may be pretrained: a fresh head wants a larger step than the
+    encoder's top layer can take. A linear probe keeps each window's tokens (``probe_cache_gb``,
+    0 = off; ``models/token_cache.py``), so later epochs skip the frozen encoder.
     """
 
     def __init__(
@@ -206,10 +216,21 @@ class SupervisedModule(EncoderModule):
         init_from: str | None,
         linear_probe: bool,
         pooling: Pooling = "mean",
+        pooling_options: dict[str, Any] | None = None,
+        head_lr: float | None = None,
+        probe_cache_gb: float = 2.0,
     ) -> None:
         super().__init__(encoder, lr, weight_decay, warmup_steps, min_lr_ratio, layer_decay, init_from)
         self.linear_probe = linear_probe
-        self.pool = make_pool(pooling, self.encoder.dim, self.encoder.config.heads)
+        self.head_lr = head_lr
+        self.token_cache = (
+            TokenCache(int(probe_cache_gb * 2**30)) if linear_probe and probe_cache_gb > 0 else None
+        )
+        self.pool = make_pool(pooling, self.encoder.dim, self.encoder.config.heads, pooling_options)
+        # Width of what the head reads: the pool's output, or the encoder's mean-pooled vector;
+        # the virtual-channel grid goes to the head without a LayerNorm (see ClassificationHead).
+        self.pooled_dim = self.pool.out_dim if self.pool is not None else self.encoder.dim
+        self.head_norm = pooling != "virtual"
         if linear_probe:
             self.encoder.requires_grad_(False)
             self.encoder.eval()
@@ -221,10 +242,41 @@ class SupervisedModule(EncoderModule):
         return self
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.linear_probe):
-            out = self.encoder(batch)
-        pooled = out.pooled if self.pool is None else self.pool(out.tokens, batch["channel_mask"])  # [B, D]
+        tokens = self.tokens(batch)  # [B, C, P, D]
+        # [B, pooled_dim]: the mean over real tokens, or the pool's reading of them
+        pooled = masked_mean(tokens, batch["channel_mask"]) if self.pool is None else self.pool(tokens, batch)
         return self.head(pooled)  # [B, K]
+
+    def tokens(self, batch: dict[str, Any]) -> Tensor:
+        """The encoder's tokens ``[B, C, P, D]``; a linear probe takes them from its cache when it can."""
+        if not self.linear_probe:
+            return self.encoder(batch).tokens
+
+        def encode() -> Tensor:
+            with torch.no_grad():
+                return self.encoder(batch).tokens
+
+        if self.token_cache is None or "sample_id" not in batch:
+            return encode()
+        shape = (batch["signal"].shape[1], batch["signal"].shape[2] // self.encoder.patch_size)
+        return self.token_cache.tokens(batch["sample_id"], shape, batch["signal"].device, encode)
+
+    def optimizer_groups(self) -> list[dict]:
+        """The encoder's groups (layer-wise decay from ``lr``); pool and head at ``head_lr`` when set."""
+        if self.head_lr is None:
+            return super().optimizer_groups()
+        encoder = param_groups(
+            self.encoder,
+            self.lr,
+            self.weight_decay,
+            self.layer_decay,
+            self.encoder.num_layers,
+            self.encoder.layer_id,
+        )
+        for group in encoder:
+            group["names"] = [f"encoder.{n}" for n in group["names"]]
+        rest = nn.ModuleDict({name: child for name, child in self.named_children() if name != "encoder"})
+        return encoder + param_groups(rest, self.head_lr, self.weight_decay)
 
     def update_evaluation(self, batch: dict[str, Tensor], outputs: dict[str, Tensor], stage: str) -> None:
         metrics = self.val_metrics if stage == "val" else self.test_metrics
@@ -258,6 +310,9 @@ class ClassifierModule(SupervisedModule):
         min_lr_ratio: float = 0.0,
         head_dropout: float = 0.0,
         pooling: Pooling = "mean",
+        pooling_options: dict[str, Any] | None = None,
+        head_lr: float | None = None,
+        probe_cache_gb: float = 2.0,
         init_from: str | None = None,
     ) -> None:
         encoder = asdict(encoder_config(encoder))
@@ -271,9 +326,12 @@ class ClassifierModule(SupervisedModule):
             init_from,
             linear_probe,
             pooling,
+            pooling_options,
+            head_lr,
+            probe_cache_gb,
         )
         self.save_hyperparameters()
-        self.head = ClassificationHead(self.encoder.dim, num_classes, head_dropout)
+        self.head = ClassificationHead(self.pooled_dim, num_classes, head_dropout, self.head_norm)
         self.val_metrics = classification_metrics(num_classes, prefix="val/")
         self.test_metrics = classification_metrics(num_classes, prefix="test/")
 
@@ -302,6 +360,9 @@ class RegressorModule(SupervisedModule):
         min_lr_ratio: float = 0.0,
         head_dropout: float = 0.0,
         pooling: Pooling = "mean",
+        pooling_options: dict[str, Any] | None = None,
+        head_lr: float | None = None,
+        probe_cache_gb: float = 2.0,
         init_from: str | None = None,
     ) -> None:
         encoder = asdict(encoder_config(encoder))
@@ -315,9 +376,12 @@ class RegressorModule(SupervisedModule):
             init_from,
             linear_probe,
             pooling,
+            pooling_options,
+            head_lr,
+            probe_cache_gb,
         )
         self.save_hyperparameters()
-        self.head = RegressionHead(self.encoder.dim, num_outputs, head_dropout)
+        self.head = RegressionHead(self.pooled_dim, num_outputs, head_dropout, self.head_norm)
         self.val_metrics = regression_metrics(num_outputs, prefix="val/")
         self.test_metrics = regression_metrics(num_outputs, prefix="test/")
 

@@ -105,11 +105,18 @@ def random_token_mask(
 
 
 class ClassificationHead(nn.Module):
-    """LayerNorm + linear on the pooled embedding: [B, D] -> logits [B, num_classes]."""
+    """LayerNorm + linear on the pooled embedding: [B, D] -> logits [B, num_classes].
 
-    def __init__(self, dim: int, num_classes: int, dropout: float = 0.0) -> None:
+    ``norm=False`` leaves the LayerNorm out (an identity in its place), for pooled vectors whose
+    entries are not alike: the flattened virtual-channel grid holds empty patch slots, and a
+    per-feature gain on each of its thousands of entries only adds noise to a small fine-tune.
+    """
+
+    def __init__(self, dim: int, num_classes: int, dropout: float = 0.0, norm: bool = True) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.LayerNorm(dim), nn.Dropout(dropout), nn.Linear(dim, num_classes))
+        self.net = nn.Sequential(
+            nn.LayerNorm(dim) if norm else nn.Identity(), nn.Dropout(dropout), nn.Linear(dim, num_classes)
+        )
 
     def forward(self, pooled: Tensor) -> Tensor:
         return self.net(pooled)
@@ -118,8 +125,8 @@ class ClassificationHead(nn.Module):
 class RegressionHead(ClassificationHead):
     """LayerNorm + linear on the pooled embedding: [B, D] -> [B, num_outputs]."""
 
-    def __init__(self, dim: int, num_outputs: int = 1, dropout: float = 0.0) -> None:
-        super().__init__(dim, num_outputs, dropout)
+    def __init__(self, dim: int, num_outputs: int = 1, dropout: float = 0.0, norm: bool = True) -> None:
+        super().__init__(dim, num_outputs, dropout, norm)
 
 
 def classification_loss(logits: Tensor, labels: Tensor) -> Tensor:

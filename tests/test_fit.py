@@ -60,10 +60,39 @@ def test_shipped_config_runs_with_fast_dev_run(
     assert (tmp_path / "run").is_dir()
 
 
+def test_probe_config_keeps_the_encoder_frozen_and_reuses_its_tokens(
+    eeg_shards: Path, tmp_path: Path
+) -> None:
+    args = fit_args(
+        "eeg_probe",
+        eeg_shards,
+        tmp_path,
+        "probe",
+        "--trainer.max_epochs=2",
+        "--trainer.limit_train_batches=2",
+        "--trainer.limit_val_batches=1",
+        "--trainer.num_sanity_val_steps=0",
+    )
+    torch.manual_seed(0)
+    cli = build_cli(args)
+    model = cli.model
+    assert model.pool is not None and model.pool.out_dim == 32 * 16 * 16
+    saved = torch.load(
+        tmp_path / "probe" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True
+    )
+    assert cli.trainer.current_epoch == 2
+    # The second validation pass met the same windows as the first: served from the cache.
+    cache = model.token_cache
+    assert cache.hits >= 1 and cache.misses >= 1 and cache.bytes > 0
+    assert not any(p.requires_grad for p in model.encoder.parameters())
+    assert "pool.anchor_offset" in saved["state_dict"]  # the pool is saved with the head
+
+
 def test_every_shipped_config_is_exercised() -> None:
     tested = {
         "eeg_pretrain",
         "eeg_finetune",
+        "eeg_probe",
         "fmri_pretrain",
         "eeg_pretrain_deepspeed",
         "eeg_pretrain_deepspeed_stage3",
