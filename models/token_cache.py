@@ -49,6 +49,8 @@ class TokenCache:
         tokens = encode()  # [B, C, P, D]
         self.misses += len(sample_ids)
         per_window = tokens[0].numel() * tokens.element_size() if len(tokens) else 0
+        if self.bytes + per_window > self.max_bytes:
+            return tokens  # full: no copy to the host for nothing
         for sample_id, window in zip(sample_ids, tokens.detach().cpu(), strict=True):
             if sample_id in self.store or self.bytes + per_window > self.max_bytes:
                 continue
