@@ -227,10 +227,9 @@ class SupervisedModule(EncoderModule):
             TokenCache(int(probe_cache_gb * 2**30)) if linear_probe and probe_cache_gb > 0 else None
         )
         self.pool = make_pool(pooling, self.encoder.dim, self.encoder.config.heads, pooling_options)
-        # Width of what the head reads: the pool's output, or the encoder's mean-pooled vector;
-        # the virtual-channel grid goes to the head without a LayerNorm (see ClassificationHead).
+        # What the head reads: the pool's output, or the encoder's mean-pooled vector (normed).
         self.pooled_dim = self.pool.out_dim if self.pool is not None else self.encoder.dim
-        self.head_norm = pooling != "virtual"
+        self.head_norm = self.pool.head_norm if self.pool is not None else True
         if linear_probe:
             self.encoder.requires_grad_(False)
             self.encoder.eval()
@@ -262,21 +261,15 @@ class SupervisedModule(EncoderModule):
         return self.token_cache.tokens(batch["sample_id"], shape, batch["signal"].device, encode)
 
     def optimizer_groups(self) -> list[dict]:
-        """The encoder's groups (layer-wise decay from ``lr``); pool and head at ``head_lr`` when set."""
-        if self.head_lr is None:
-            return super().optimizer_groups()
+        """The encoder's groups (layer-wise decay from ``lr``), then pool and head at ``head_lr`` or ``lr``."""
+        enc = self.encoder
         encoder = param_groups(
-            self.encoder,
-            self.lr,
-            self.weight_decay,
-            self.layer_decay,
-            self.encoder.num_layers,
-            self.encoder.layer_id,
+            enc, self.lr, self.weight_decay, self.layer_decay, enc.num_layers, enc.layer_id
         )
         for group in encoder:
             group["names"] = [f"encoder.{n}" for n in group["names"]]
         rest = nn.ModuleDict({name: child for name, child in self.named_children() if name != "encoder"})
-        return encoder + param_groups(rest, self.head_lr, self.weight_decay)
+        return encoder + param_groups(rest, self.head_lr or self.lr, self.weight_decay)
 
     def update_evaluation(self, batch: dict[str, Tensor], outputs: dict[str, Tensor], stage: str) -> None:
         metrics = self.val_metrics if stage == "val" else self.test_metrics

@@ -14,7 +14,8 @@ reference ERP decoder: on the example face/house data a frozen encoder read thro
 about 0.90 balanced accuracy within-subject, where its mean-pooled tokens reach 0.75
 (benchmarks/RESULTS.md).
 
-Every pool maps ``(tokens [B, C, P, D], batch)`` to ``[B, out_dim]``.
+Every pool maps ``(tokens [B, C, P, D], batch)`` to ``[B, out_dim]`` and says, by ``head_norm``,
+whether the head should LayerNorm what it reads.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ class AttentionPool(nn.Module):
     ``queries`` queries (each ``heads``-headed) read the tokens; their outputs are concatenated
     and projected back to ``D``, so the head after it is unchanged.
     """
+
+    head_norm = True  # a mixture of token features, alike in scale
 
     def __init__(self, dim: int, heads: int = 4, queries: int = 4) -> None:
         super().__init__()
@@ -76,6 +79,8 @@ class VirtualChannelPool(nn.Module):
     adult scalp, ~0.1 m) and learn as an offset from there, so weight decay pulls them back to
     the lattice rather than to the head centre.
     """
+
+    head_norm = False  # the grid holds empty patch slots; see ClassificationHead
 
     def __init__(
         self,
