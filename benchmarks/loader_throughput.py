@@ -119,8 +119,8 @@ def child(args: argparse.Namespace, run: str, shards: Path, scale: int) -> dict[
 
 
 def ensure_shards() -> Path:
-    from neurotrain.datamodules.example_data import cache_root, fetch
     from neurotrain.datamodules.sharding import shard_dataset
+    from neurotrain.datamodules.sharding.examples import cache_root, fetch
 
     out = Path(cache_root()) / "bench" / "eeg-shards"
     if not (out / "manifest.json").is_file():
@@ -129,7 +129,7 @@ def ensure_shards() -> Path:
 
 
 def edf_files() -> list[Path]:
-    from neurotrain.datamodules.example_data import fetch
+    from neurotrain.datamodules.sharding.examples import fetch
 
     return sorted(Path(fetch("eeg")).glob("sub-*/eeg/*_eeg.edf"))
 
@@ -234,7 +234,7 @@ def timed_loader(make, seconds: float, bytes_per_window: int) -> dict[str, Any]:
 
 
 def our_loader(shards: Path, args: argparse.Namespace):
-    from neurotrain.datamodules.shard_datamodule import ShardDataModule
+    from neurotrain.datamodules.loading.datamodule import ShardDataModule
 
     dm = ShardDataModule(
         [str(shards)],

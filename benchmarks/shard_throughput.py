@@ -23,8 +23,8 @@ from pathlib import Path
 
 import mne
 
-from neurotrain.datamodules.example_data import fetch
 from neurotrain.datamodules.sharding import shard_dataset
+from neurotrain.datamodules.sharding.examples import fetch
 
 
 def best_of(repeats: int, fn) -> float:

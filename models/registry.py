@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from neurotrain.datamodules.channel_types import TYPE_INDEX
+from neurotrain.datamodules.format.channel_types import TYPE_INDEX
 from neurotrain.models.image_encoder import ImageEncoder
 from neurotrain.models.lightning_modules import (
     AlignmentModule,

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from neurotrain.datamodules.channel_types import CHANNEL_TYPES
+from neurotrain.datamodules.format.channel_types import CHANNEL_TYPES
 
 # Width, depth and heads of the named sizes; `small`, `base` and `large` land near 10M, 100M and
 # 300M parameters (checked by a test), `tiny` is for CI.

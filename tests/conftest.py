@@ -1,6 +1,6 @@
 """Shared fixtures: real example recordings (fetched once, cached) and their shards.
 
-The example EEG comes from the pylossless wheel through ``neurotrain.datamodules.example_data``
+The example EEG comes from the pylossless wheel through ``neurotrain.datamodules.sharding.examples``
 (cache: ``$NEUROTRAIN_CACHE`` or ``~/.cache/neurotrain``). Everything else is tiny and made by
 ``tests/synthetic.py``. W&B never reaches a server from the tests.
 """
@@ -19,7 +19,7 @@ os.environ.setdefault("WANDB_SILENT", "true")
 @pytest.fixture(scope="session")
 def example_eeg() -> Path:
     """BIDS root of the pylossless example EEG (2 subjects, 128 channels, 256 Hz)."""
-    from neurotrain.datamodules.example_data import fetch
+    from neurotrain.datamodules.sharding.examples import fetch
 
     return fetch("eeg")
 

@@ -17,7 +17,7 @@ import pytorch_lightning as pl
 import synthetic
 import torch
 
-from neurotrain.datamodules.files import atomic_write_json, sha256_file
+from neurotrain.datamodules.io.files import atomic_write_json, sha256_file
 from neurotrain.datamodules.sharding import shard_dataset
 
 

@@ -7,7 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from neurotrain.train.baselines import classification_scores, collect_epochs, cross_validate, fit_and_score
+from neurotrain.train.evaluation.baselines import (
+    classification_scores,
+    collect_epochs,
+    cross_validate,
+    fit_and_score,
+)
 
 FACE_HOUSE = {"face-upright": 0, "face-inverted": 0, "house-upright": 1, "house-inverted": 1}
 
@@ -41,7 +46,7 @@ def test_scores_of_known_predictions() -> None:
 
 def test_within_subject_face_vs_house_matches_the_reference_figures(eeg_shards: Path) -> None:
     """DATA.md (measured before any code): logistic regression 0.87, XDAWN + tangent space 0.94 on s02."""
-    from neurotrain.datamodules.shard_datamodule import ShardDataModule
+    from neurotrain.datamodules.loading.datamodule import ShardDataModule
 
     dm = ShardDataModule(
         datasets=[str(eeg_shards)], mode="epochs", tmin=0.0, tmax=0.75, label_map=FACE_HOUSE, batch_size=64

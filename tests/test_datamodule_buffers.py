@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from neurotrain.datamodules.streaming import SegmentBuffers
+from neurotrain.datamodules.loading.streaming import SegmentBuffers
 
 
 def test_a_buffer_is_reused_only_when_free() -> None:

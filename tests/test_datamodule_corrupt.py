@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from fixtures_datamodule import ids, manifest, rewrite_shard, synthetic_shards
 
-from neurotrain.datamodules.shard_datamodule import ShardDataModule
-from neurotrain.datamodules.tar_index import CorruptShardError, index_shard
+from neurotrain.datamodules.loading.datamodule import ShardDataModule
+from neurotrain.datamodules.loading.tar_index import CorruptShardError, index_shard
 
 WINDOWS_PER_SHARD = 40  # 2 segments of 20 s, 1 s windows
 
@@ -123,7 +123,7 @@ def test_wrong_shape_sample(data: Path) -> None:
 
 SCRIPT = """
 import sys
-from neurotrain.datamodules.shard_datamodule import ShardDataModule
+from neurotrain.datamodules.loading.datamodule import ShardDataModule
 dm = ShardDataModule(
     [sys.argv[1]], window_seconds=1.0, batch_size=4, num_workers=2, on_corrupt=sys.argv[2], worker_mode=sys.argv[3]
 )

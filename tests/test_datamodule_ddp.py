@@ -30,7 +30,7 @@ def free_port() -> int:
 RANK_SCRIPT = """
 import json, os, sys
 import torch, torch.distributed as dist
-from neurotrain.datamodules.shard_datamodule import ShardDataModule
+from neurotrain.datamodules.loading.datamodule import ShardDataModule
 
 def main(rank, folder, out, port):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
@@ -79,7 +79,7 @@ import json, sys
 import pytorch_lightning as pl
 sys.path.insert(0, sys.argv[3])
 from fixtures_datamodule import Recorder
-from neurotrain.datamodules.shard_datamodule import ShardDataModule
+from neurotrain.datamodules.loading.datamodule import ShardDataModule
 
 class R(Recorder):
     def on_train_epoch_end(self):

@@ -12,8 +12,8 @@ import synthetic
 import torch
 from fixtures_datamodule import manifest, write_manifest
 
-from neurotrain.datamodules.channel_types import TYPE_INDEX
-from neurotrain.datamodules.shard_datamodule import ShardDataModule
+from neurotrain.datamodules.format.channel_types import TYPE_INDEX
+from neurotrain.datamodules.loading.datamodule import ShardDataModule
 from neurotrain.datamodules.sharding import shard_dataset
 
 KEYS = {

@@ -14,10 +14,10 @@ import synthetic
 import torch
 from fixtures_datamodule import manifest
 
-from neurotrain.datamodules.images import IMAGENET_MEAN, IMAGENET_STD
-from neurotrain.datamodules.shard_datamodule import ShardDataModule
-from neurotrain.datamodules.shard_options import ShardError
+from neurotrain.datamodules.loading.datamodule import ShardDataModule
+from neurotrain.datamodules.loading.images import IMAGENET_MEAN, IMAGENET_STD
 from neurotrain.datamodules.sharding import shard_dataset
+from neurotrain.datamodules.sharding.options import ShardError
 from neurotrain.models.lightning_modules import AlignmentModule
 
 TINY = {"size": "tiny", "patch_size": 16}

@@ -24,9 +24,9 @@ import pytest
 import torch
 from fixtures_datamodule import manifest, synthetic_shards, write_manifest
 
-from neurotrain.datamodules.remote import FetchError, resolve
-from neurotrain.datamodules.shard_datamodule import ShardDataModule
-from neurotrain.datamodules.tar_index import CorruptShardError
+from neurotrain.datamodules.loading.datamodule import ShardDataModule
+from neurotrain.datamodules.loading.remote import FetchError, resolve
+from neurotrain.datamodules.loading.tar_index import CorruptShardError
 
 WINDOWS_PER_SHARD = 40  # 2 segments of 20 s, 1 s windows
 
@@ -251,7 +251,7 @@ def test_processes_staging_one_cache(clean: Path, tmp_path: Path) -> None:
     url = pipe_cat(clean)
     script = (
         "import sys, json\n"
-        "from neurotrain.datamodules.remote import resolve\n"
+        "from neurotrain.datamodules.loading.remote import resolve\n"
         "loc = resolve(sys.argv[1], sys.argv[2])\n"
         "m = json.loads(loc.manifest_path().read_text())\n"
         "print(json.dumps([str(loc.shard_path(e)) for e in m['shards']]))\n"

@@ -11,7 +11,7 @@ import torch
 from fixtures_datamodule import Interrupted, Recorder, ids, synthetic_shards
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from neurotrain.datamodules.shard_datamodule import ShardDataModule
+from neurotrain.datamodules.loading.datamodule import ShardDataModule
 
 
 @pytest.fixture(scope="module")

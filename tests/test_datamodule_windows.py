@@ -10,7 +10,7 @@ import synthetic
 import torch
 from fixtures_datamodule import ids, manifest, synthetic_shards
 
-from neurotrain.datamodules.shard_datamodule import ShardDataModule
+from neurotrain.datamodules.loading.datamodule import ShardDataModule
 
 EVENTS = [
     (2.0, "face"),

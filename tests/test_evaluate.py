@@ -13,10 +13,10 @@ import pytest
 import yaml
 from fixtures_datamodule import synthetic_shards
 
-from neurotrain.datamodules.selection import load_selection
-from neurotrain.datamodules.shard_datamodule import ShardDataModule
+from neurotrain.datamodules.loading.datamodule import ShardDataModule
+from neurotrain.datamodules.loading.selection import load_selection
 from neurotrain.train.cli import main
-from neurotrain.train.evaluation_folds import FoldError, plan_folds
+from neurotrain.train.evaluation.folds import FoldError, plan_folds
 
 SUBJECTS = ["s01", "s02", "s03"]
 EVENTS = [(0.7 + i, "face" if i % 2 else "house") for i in range(38)]

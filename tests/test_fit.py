@@ -13,10 +13,10 @@ import pytest
 import torch
 import yaml
 
-from neurotrain.datamodules.example_data import fetch
 from neurotrain.datamodules.sharding import shard_dataset
+from neurotrain.datamodules.sharding.examples import fetch
 from neurotrain.train.cli import main
-from neurotrain.train.lightning_cli import build_cli
+from neurotrain.train.run.lightning_cli import build_cli
 
 CONFIGS = Path(__file__).resolve().parents[1] / "train" / "configs"
 CLI = [sys.executable, "-m", "neurotrain.train.cli"]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from test_fit import fit_args
 
-from neurotrain.train.lightning_cli import build_cli
+from neurotrain.train.run.lightning_cli import build_cli
 
 pytestmark = pytest.mark.slow
 

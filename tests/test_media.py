@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from neurotrain.datamodules.channel_types import TYPE_INDEX
-from neurotrain.train.media import (
+from neurotrain.datamodules.format.channel_types import TYPE_INDEX
+from neurotrain.train.run.media import (
     MIN_TOPO_CHANNELS,
     ValidationMedia,
     class_names,

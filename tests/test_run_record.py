@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from neurotrain.train.run_record import RunRecord, csv_logger, find_run_record, read_summary
+from neurotrain.train.tracking.run_record import RunRecord, csv_logger, find_run_record, read_summary
 
 matplotlib.use("Agg")
 STEPS_PER_EPOCH = 8

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import webdataset as wds
 
-from neurotrain.datamodules.inspection import verify_shards
-from neurotrain.datamodules.manifest import load_manifest
+from neurotrain.datamodules.format.manifest import load_manifest
+from neurotrain.datamodules.sharding.inspection import verify_shards
 from neurotrain.train.cli import main
 
 

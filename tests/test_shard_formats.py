@@ -9,10 +9,10 @@ import pytest
 import synthetic
 import webdataset as wds
 
-from neurotrain.datamodules.example_data import fetch
-from neurotrain.datamodules.readers.signals import default_montage
-from neurotrain.datamodules.shard_options import ShardError
 from neurotrain.datamodules.sharding import shard_dataset
+from neurotrain.datamodules.sharding.examples import fetch
+from neurotrain.datamodules.sharding.options import ShardError
+from neurotrain.datamodules.sharding.readers.signals import default_montage
 
 
 def read_samples(directory: Path) -> list[dict]:

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import synthetic
 
-from neurotrain.datamodules.inspection import verify_shards
-from neurotrain.datamodules.shard_options import ShardError
 from neurotrain.datamodules.sharding import PARTS_DIR, shard_dataset
+from neurotrain.datamodules.sharding.inspection import verify_shards
+from neurotrain.datamodules.sharding.options import ShardError
 from neurotrain.train.cli import main
 
 

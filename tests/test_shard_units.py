@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from neurotrain.datamodules import example_data, stats
-from neurotrain.datamodules.splits import assign_splits
+from neurotrain.datamodules.sharding import examples as example_data
+from neurotrain.datamodules.sharding import statistics as stats
+from neurotrain.datamodules.sharding.splits import assign_splits
 from neurotrain.train.cli import build_parser, main
 
 
@@ -85,7 +86,7 @@ def test_one_pass_edf_decode_equals_mne_reading_whole(tmp_path: Path) -> None:
     import mne
     import synthetic
 
-    from neurotrain.datamodules.readers.signals import _read_edf_scaled, _scales
+    from neurotrain.datamodules.sharding.readers.signals import _read_edf_scaled, _scales
 
     path = synthetic.write_edf(tmp_path / "x.edf", seconds=37.3, sfreq=128.0, events=[(1.0, "a")])
     raw = mne.io.read_raw_edf(path, preload=False, verbose="error")

@@ -12,13 +12,13 @@ from pathlib import Path
 import optuna
 import pytest
 
-from neurotrain.train.compare import build_report
-from neurotrain.train.run_record import read_summary
-from neurotrain.train.sweep_schema import load_sweep
+from neurotrain.train.report.compare import build_report
+from neurotrain.train.sweeps.schema import load_sweep
+from neurotrain.train.tracking.run_record import read_summary
 
 SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
 PRETRAIN = SWEEPS.parent / "train" / "configs" / "eeg_pretrain.yaml"
-SWEEP_CMD = [sys.executable, "-m", "neurotrain.train.sweep"]
+SWEEP_CMD = [sys.executable, "-m", "neurotrain.train.sweeps.command"]
 
 
 def tiny(data: Path) -> list[str]:
@@ -150,8 +150,8 @@ def test_pruned_trial_stops_its_run_and_is_recorded_as_pruned(
 
     import torch
 
-    from neurotrain.train import sweep_local
-    from neurotrain.train.run_record import write_json_atomic
+    from neurotrain.train.sweeps import local as sweep_local
+    from neurotrain.train.tracking.run_record import write_json_atomic
 
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     always = optuna.pruners.ThresholdPruner(upper=1.0)  # a loss above 1 is pruned at once

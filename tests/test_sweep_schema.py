@@ -7,8 +7,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from neurotrain.train.sweep import main as sweep_main
-from neurotrain.train.sweep_schema import SweepError, check_against_config, cli_key, load_sweep, override
+from neurotrain.train.sweeps.command import main as sweep_main
+from neurotrain.train.sweeps.schema import SweepError, check_against_config, cli_key, load_sweep, override
 
 SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
 PRETRAIN = SWEEPS.parent / "train" / "configs" / "eeg_pretrain.yaml"

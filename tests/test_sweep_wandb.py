@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-import neurotrain.train.sweep_local as sweep_local
-from neurotrain.train.sweep import main as sweep_main
-from neurotrain.train.sweep_wandb import WandbUnavailable, agent_values, check_wandb
+import neurotrain.train.sweeps.local as sweep_local
+from neurotrain.train.sweeps.command import main as sweep_main
+from neurotrain.train.sweeps.wandb_backend import WandbUnavailable, agent_values, check_wandb
 
 SWEEP = Path(__file__).resolve().parents[1] / "sweeps" / "eeg_finetune.yaml"
 DUMMY_KEY = "0123456789abcdef0123456789abcdef01234567"  # 40 characters, like a real key
@@ -68,7 +68,7 @@ def _run(
 ) -> tuple[subprocess.CompletedProcess, float]:
     t0 = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "neurotrain.train.sweep", str(SWEEP), *args],
+        [sys.executable, "-m", "neurotrain.train.sweeps.command", str(SWEEP), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -95,8 +95,8 @@ def test_unreachable_server_fails_fast(tmp_path: Path) -> None:
 def test_silent_server_fails_within_the_configured_timeout(silent_server: str, tmp_path: Path) -> None:
     env = _env(WANDB_API_KEY=DUMMY_KEY, WANDB_BASE_URL=silent_server)
     with pytest.raises(WandbUnavailable, match="cannot reach|no answer|failed"):
-        from neurotrain.train.sweep_schema import load_sweep
-        from neurotrain.train.sweep_wandb import run_wandb
+        from neurotrain.train.sweeps.schema import load_sweep
+        from neurotrain.train.sweeps.wandb_backend import run_wandb
 
         t0 = time.monotonic()
         old = dict(os.environ)

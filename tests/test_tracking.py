@@ -17,9 +17,9 @@ from pytorch_lightning.demos.boring_classes import BoringModel
 from test_fit import CLI, fit_args
 
 from neurotrain.train.cli import main
-from neurotrain.train.lightning_cli import build_cli
-from neurotrain.train.run_record import read_summary
-from neurotrain.train.tracking import (
+from neurotrain.train.run.lightning_cli import build_cli
+from neurotrain.train.tracking.run_record import read_summary
+from neurotrain.train.tracking.wandb_run import (
     TrackingError,
     WandbRunTracker,
     is_logged_in,

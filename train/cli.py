@@ -20,13 +20,13 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from neurotrain.train.compare import add_compare_parser
-from neurotrain.train.compare_sync import add_sync_parser
-from neurotrain.train.evaluate import add_evaluate_parser
-from neurotrain.train.export import add_export_parser
-from neurotrain.train.quickstart import add_quickstart_parser
-from neurotrain.train.shard_command import add_shard_parser
-from neurotrain.train.sweep import add_sweep_parser
+from neurotrain.train.data_commands import add_shard_parser
+from neurotrain.train.evaluation.evaluate import add_evaluate_parser
+from neurotrain.train.evaluation.quickstart import add_quickstart_parser
+from neurotrain.train.report.compare import add_compare_parser
+from neurotrain.train.run.export import add_export_parser
+from neurotrain.train.sweeps.command import add_sweep_parser
+from neurotrain.train.tracking.sync import add_sync_parser
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -63,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in _LIGHTNING_HELP:
-        from neurotrain.train.lightning_cli import run_lightning
+        from neurotrain.train.run.lightning_cli import run_lightning
 
         return run_lightning(argv)
     parser = build_parser()
@@ -87,8 +87,8 @@ def _add_inspect(sub: argparse._SubParsersAction) -> None:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from neurotrain.datamodules.inspection import print_summary
-    from neurotrain.datamodules.manifest import ManifestError
+    from neurotrain.datamodules.format.manifest import ManifestError
+    from neurotrain.datamodules.sharding.inspection import print_summary
 
     try:
         return print_summary(args.directory, verify=args.verify)
@@ -98,7 +98,7 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _add_fetch(sub: argparse._SubParsersAction) -> None:
-    from neurotrain.datamodules.example_data import DATASETS
+    from neurotrain.datamodules.sharding.examples import DATASETS
 
     p = sub.add_parser("fetch", help="fetch example recordings that ship in PyPI packages into the cache")
     p.add_argument(
@@ -108,7 +108,7 @@ def _add_fetch(sub: argparse._SubParsersAction) -> None:
 
 
 def _fetch(args: argparse.Namespace) -> int:
-    from neurotrain.datamodules.example_data import FetchError, fetch
+    from neurotrain.datamodules.sharding.examples import FetchError, fetch
 
     for name in args.names:
         try:

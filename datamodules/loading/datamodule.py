@@ -1,0 +1,502 @@
+"""``ShardDataModule``: stream shard datasets as padded, normalised, resumable batches.
+
+Configured from YAML through LightningCLI (the constructor signature is the schema)::
+
+    data:
+      class_path: neurotrain.datamodules.loading.datamodule.ShardDataModule
+      init_args:
+        datasets: [shards/eeg]
+        window_seconds: 4.0
+        batch_size: 64
+        num_workers: 2
+
+Batch (``B`` windows, ``C_max`` channel slots, ``T`` samples):
+
+    signal          float32 [B, C_max, T]   normalised per channel type; 0 on padding
+    channel_mask    bool    [B, C_max]      True where the slot holds a real channel
+    positions       float32 [B, C_max, 3]   metres (head frame) or MNI; 0 where unknown
+    position_mask   bool    [B, C_max]
+    channel_types   int64   [B, C_max]      index into CHANNEL_TYPES, 0 = pad
+    sfreq           float32 [B]             samples per second (fMRI: 1 / TR)
+    onset_s         float32 [B]             window start in its recording, seconds
+    labels          int64   [B]             class of the event (epochs mode), else -1
+    subject, recording, sample_id           list[str] of length B
+
+Paired views, only when asked for (``images``, ``pair_channel_types``):
+
+    image           float32 [B, 3, S, S]    the epoch's stimulus image (ImageNet-normalised)
+    pair_signal ... pair_channel_types      the same windows through the pair channel types,
+    pair_sfreq                              laid out like the main keys ([B, C_pair, T] ...)
+
+Exact resume: ``state_dict()`` records (epoch, batches delivered this epoch) from the trainer's own
+progress counters; after ``load_state_dict`` the next train iteration starts at that batch. Every
+rank gets ``len(train_dataloader())`` batches (see ``streaming``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Literal
+
+import numpy as np
+import pytorch_lightning as pl
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+
+from neurotrain.datamodules.io.files import sha256_file
+from neurotrain.datamodules.loading.collate import Layout, make_layout
+from neurotrain.datamodules.loading.images import EventImages
+from neurotrain.datamodules.loading.normalize import normalization_from_manifest, type_table
+from neurotrain.datamodules.loading.remote import resolve
+from neurotrain.datamodules.loading.selection import apply_rule, event_id, load_selection
+from neurotrain.datamodules.loading.streaming import ShardStream, StreamConfig
+from neurotrain.datamodules.loading.tar_index import CorruptShardError, Segment, index_shard
+from neurotrain.datamodules.loading.windows import WindowSpec, kept_events, window_count
+
+log = logging.getLogger(__name__)
+
+Stage = Literal["train", "val", "test", "predict"]
+
+
+class ShardDataModule(pl.LightningDataModule):
+    """Windows (or event epochs) from one or more shard datasets, for any montage.
+
+    Args:
+        datasets: shard folders (each with a ``manifest.json``), or URLs of such folders: fsspec
+            URLs (``https://``, ``s3://``, ...) or ``pipe:`` command templates with ``{}`` for the
+            file name; their shards are staged into ``cache_dir`` as the splits set up need them.
+        weights: per-dataset share of each training epoch (``None``: proportional to size).
+        mode: ``"windows"`` (random crops in training, tiling in evaluation) or ``"epochs"``
+            (one window per event in ``label_map``, from ``tmin`` to ``tmax`` around its onset).
+        window_seconds: window length in windows mode.
+        tmin, tmax: epoch bounds in seconds relative to the event onset (epochs mode).
+        label_map: event name -> class; ``None`` numbers the manifest's ``labels.names``.
+        channels: keep these channels, slot ``i`` = ``channels[i]`` in every sample.
+        channel_types: keep only channels of these MNE types.
+        max_channels: ``C_max`` when ``channels`` is not given (default: the largest kept set).
+        drop_bad_channels: leave channels listed in ``meta.bad_channels`` out (masked).
+        normalize: apply the manifest statistics per channel type.
+        normalization: a table recorded by an earlier run (a checkpoint) to use instead.
+        batch_size: windows per batch.
+        num_workers: batch builders; 0 builds them in the loop's own thread.
+        worker_mode: ``"threads"`` (default) builds batches in threads of the training process:
+            no fork per epoch and no copy through shared memory, the faster choice when reading
+            and cutting dominate; ``"processes"`` uses DataLoader worker processes.
+        shuffle_buffer: windows permuted together in training (also the unit dealt to workers).
+        seed: fixes shuffling and crops; epoch ``e`` uses ``(seed, e)``.
+        train_split, val_split, test_split, predict_split: manifest split names per stage
+            (``"all"``: every shard, whatever its split).
+        selection: per stage, keep only some subjects or events of its split (evaluation folds;
+            see ``datamodules/loading/selection.py``); the mapping or the path of a JSON file.
+        verify: check each shard's sha256 against the manifest at setup.
+        on_corrupt: ``"fail"`` stops with an error naming the shard/sample; ``"skip"`` drops it
+            and counts the skipped samples (``skipped``, and a warning in the log).
+        check_finite: reject segments with NaN/inf when they are read.
+        images: add ``image`` float32 [B, 3, image_size, image_size], the stimulus image of each
+            epoch's event (epochs mode; shards written with ``--stimuli``): RGB, resized, ImageNet
+            mean/std normalised, for ``AlignmentModule(pair="image")``.
+        image_size: side of the square images (default 224).
+        pair_channel_types: add a second view of the same windows made of the channels of these
+            types (``pair_signal``, ``pair_channel_mask``, ``pair_positions``,
+            ``pair_position_mask``, ``pair_channel_types``, ``pair_sfreq``), for
+            ``AlignmentModule(pair="signal")``; the main view keeps ``channel_types``.
+        cache_dir: where shards of remote datasets (URLs, ``pipe:`` templates) are staged before
+            reading; default ``$NEUROTRAIN_CACHE/shards`` or ``~/.cache/neurotrain/shards``
+            (see ``datamodules/loading/remote.py``).
+    """
+
+    def __init__(
+        self,
+        datasets: list[str],
+        weights: list[float] | None = None,
+        mode: Literal["windows", "epochs"] = "windows",
+        window_seconds: float = 4.0,
+        tmin: float = -0.2,
+        tmax: float = 0.8,
+        label_map: dict[str, int] | None = None,
+        channels: list[str] | None = None,
+        channel_types: list[str] | None = None,
+        max_channels: int | None = None,
+        drop_bad_channels: bool = True,
+        normalize: bool = True,
+        normalization: dict[str, Any] | None = None,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        worker_mode: Literal["threads", "processes"] = "threads",
+        shuffle_buffer: int = 1024,
+        seed: int = 0,
+        train_split: str = "train",
+        val_split: str = "val",
+        test_split: str = "test",
+        predict_split: str = "test",
+        selection: dict[str, dict[str, list[str]]] | str | None = None,
+        verify: bool = False,
+        on_corrupt: Literal["skip", "fail"] = "fail",
+        check_finite: bool = True,
+        images: bool = False,
+        image_size: int = 224,
+        pair_channel_types: list[str] | None = None,
+        cache_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        if weights is not None and len(weights) != len(datasets):
+            raise ValueError(f"weights has {len(weights)} entries for {len(datasets)} datasets")
+        if mode == "epochs" and not tmax > tmin:
+            raise ValueError(f"tmax ({tmax}) must be greater than tmin ({tmin})")
+        if images and mode != "epochs":
+            raise ValueError("images pairs each event epoch with its stimulus: use mode='epochs'")
+        self.save_hyperparameters()
+        self.datasets = [str(d) for d in datasets]
+        self.manifests: list[dict[str, Any]] = []
+        self.normalization: dict[str, Any] = normalization or {}
+        self.skipped: dict[str, Any] = {"shards": [], "samples": 0}
+        self.label_map: dict[str, int] | None = label_map
+        self.selection = load_selection(selection)
+        self._segments: dict[str, list[Segment]] = {}
+        self._streams: dict[str, ShardStream] = {}
+        self._resume: dict[str, Any] | None = None
+        self._epoch_counter = 0
+        self.sfreq: float | None = None
+        self.c_max: int = 0
+
+    # ----------------------------------------------------------------------------- Lightning hooks
+    def setup(self, stage: str | None = None) -> None:
+        """Read manifests, index and check the shards of the splits this stage needs."""
+        if not self.manifests:
+            self._load_manifests()
+        splits = {
+            "fit": ["train", "val"],
+            "validate": ["val"],
+            "test": ["test"],
+            "predict": ["predict"],
+        }.get(stage or "fit", ["train", "val", "test"])
+        for which in splits:
+            if which not in self._segments:
+                segments = self._index_split(getattr(self.hparams, f"{which}_split"))
+                self._segments[which] = apply_rule(segments, (self.selection or {}).get(which))
+        self._finish_setup()
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("predict", shuffle=False)
+
+    def eval_dataloader(self, stage: Stage) -> DataLoader:
+        """Every window of ``stage`` in stored order: no crops, no shuffle, no dropped last batch.
+
+        What the classical baselines train on, so they see all of a training split's epochs.
+        """
+        return self._loader(stage, shuffle=False)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Data position (epoch, batches delivered) plus the normalisation, for the checkpoint."""
+        state: dict[str, Any] = {"normalization": self.normalization, "skipped": self.skipped}
+        trainer = self._trainer_or_none()
+        if trainer is not None and "train" in self._streams:
+            # `processed` counts batches whose training step ran; the fit loop resumes after them.
+            progress = trainer.fit_loop.epoch_loop.batch_progress.current
+            stream = self._streams["train"]
+            state["position"] = {
+                "epoch": int(trainer.current_epoch),
+                "batches": int(progress.processed),
+                "world_size": stream.world,
+                "num_workers": stream.num_workers,
+                "seed": self.hparams.seed,
+            }
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if state_dict.get("normalization"):
+            self.normalization = state_dict["normalization"]
+        self._resume = state_dict.get("position")
+
+    def labelled_events(self, split: str = "all") -> list[dict[str, Any]]:
+        """Every epoch the epochs mode cuts from ``split``: ``{"subject", "event", "label"}`` dicts.
+
+        ``event`` is the name a ``selection`` uses (``"<sample key>#<i>"``), ``label`` the class
+        from the label map; events outside the map or too close to a segment edge are left out,
+        exactly as the loader leaves them out. Sorted by event name.
+        """
+        if self.hparams.mode != "epochs":
+            raise ValueError("labelled_events needs mode='epochs' (windows carry no labels)")
+        if not self.manifests:
+            self._load_manifests()
+        segments = [s for s in self._index_split(split) if s.kind == "signal"]
+        spec = self._spec(_common_sfreq(segments))
+        out = []
+        for seg in segments:
+            idx, _, labels = kept_events(seg.shape[1], float(seg.meta["sfreq"]), seg.events, spec)
+            out += [
+                {"subject": str(seg.meta.get("subject")), "event": event_id(seg, int(i)), "label": int(lb)}
+                for i, lb in zip(idx, labels, strict=True)
+            ]
+        return sorted(out, key=lambda e: e["event"])
+
+    # ----------------------------------------------------------------------------- internals
+    def _trainer_or_none(self) -> pl.Trainer | None:
+        try:
+            return self.trainer
+        except RuntimeError:
+            return None
+
+    def _load_manifests(self) -> None:
+        # Remote datasets: the manifest is fetched into the cache now, shards by `_index_split`.
+        self._locations = [resolve(d, self.hparams.get("cache_dir")) for d in self.datasets]
+        self.manifests = []
+        for d, location in zip(self.datasets, self._locations, strict=True):
+            path = location.manifest_path()
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"{path}: no manifest; is {d} a folder written by `neurotrain shard`?"
+                )
+            manifest = json.loads(path.read_text())
+            manifest["_sha256"] = sha256_file(path)
+            self.manifests.append(manifest)
+        if self.label_map is None and self.hparams.mode == "epochs":
+            names = sorted({n for m in self.manifests for n in (m.get("labels") or {}).get("names", [])})
+            self.label_map = {n: i for i, n in enumerate(names)}
+        if not self.normalization:
+            self.normalization = {
+                "datasets": [
+                    {"path": d, "manifest_sha256": m["_sha256"], **normalization_from_manifest(m)}
+                    for d, m in zip(self.datasets, self.manifests, strict=True)
+                ]
+            }
+        # Recorded in the hyperparameters too, so `datamodule_hyper_parameters` in a checkpoint
+        # carries it and a datamodule rebuilt from them normalises identically.
+        self.hparams["normalization"] = self.normalization
+
+    def _index_split(self, split: str) -> list[Segment]:
+        segments: list[Segment] = []
+        for d, (location, manifest) in enumerate(zip(self._locations, self.manifests, strict=True)):
+            for entry in manifest["shards"]:
+                if split != "all" and entry.get("split") != split:
+                    continue
+                try:
+                    path = location.shard_path(entry)  # a remote shard: staged and sha256-checked
+                    verify = self.hparams.verify and not location.remote
+                    segments += index_shard(path, d, entry, verify)
+                except CorruptShardError as err:
+                    if self.hparams.on_corrupt == "fail":
+                        raise
+                    self.skipped["shards"].append(entry["name"])
+                    self.skipped["samples"] += int(entry.get("samples") or 0)
+                    log.warning("%s; skipped (%d samples skipped in total)", err, self.skipped["samples"])
+        return segments
+
+    def _finish_setup(self) -> None:
+        every = [s for segs in self._segments.values() for s in segs]
+        if len({s.kind for s in every}) > 1:
+            raise ValueError("these datasets mix signals and volumes; load them with separate datamodules")
+        all_segments = [s for s in every if s.kind == "signal"]
+        self.sfreq = _common_sfreq(all_segments)
+        hp = self.hparams
+        if hp.channels is not None:
+            self.c_max = len(hp.channels)
+        else:
+            widest = 0
+            for s in all_segments:
+                kept = [
+                    t
+                    for n, t in zip(s.meta["ch_names"], s.meta["ch_types"], strict=True)
+                    if not (hp.drop_bad_channels and n in (s.meta.get("bad_channels") or []))
+                ]
+                if hp.channel_types is not None:
+                    kept = [t for t in kept if t in hp.channel_types]
+                widest = max(widest, len(kept))
+            self.c_max = hp.max_channels or widest
+
+    def _spec(self, sfreq: float | None = None) -> WindowSpec:
+        """How windows are cut, at ``sfreq`` (default: the set-up splits' rate)."""
+        hp = self.hparams
+        sfreq = sfreq or self.sfreq
+        if sfreq is None:
+            if any(self._segments.values()):
+                return WindowSpec("windows", 0)  # volumes only: one item per sample, nothing to cut
+            raise RuntimeError("no segments found; call setup() first and check the split names")
+        if hp.mode == "epochs":
+            return WindowSpec("epochs", int(round((hp.tmax - hp.tmin) * sfreq)), hp.tmin, self.label_map)
+        return WindowSpec("windows", int(round(hp.window_seconds * sfreq)))
+
+    def _layouts(self, segments: list[Segment], pair: bool = False) -> list[Layout | None]:
+        """Per segment, where its channels land in a batch; ``pair``: the ``pair_*`` view's layout."""
+        hp = self.hparams
+        norms = [type_table(n) for n in self.normalization["datasets"]] if hp.normalize else None
+        c_max, channels, types = self.c_max, hp.channels, hp.channel_types
+        if pair:  # pair_channel_types fill slots in stored order, up to the widest pair set
+            c_max, channels, types = self._pair_c_max(), None, list(hp.pair_channel_types)
+        cache: dict[tuple, Layout] = {}
+        out = []
+        for s in segments:
+            if s.kind == "volume":
+                out.append(None)
+                continue
+            key = (s.dataset, tuple(s.meta["ch_names"]), tuple(s.meta.get("bad_channels") or []))
+            if key not in cache:
+                norm = norms[s.dataset] if norms is not None else None
+                cache[key] = make_layout(s.meta, c_max, channels, types, hp.drop_bad_channels, norm)
+            out.append(cache[key])
+        return out
+
+    def _pair_c_max(self) -> int:
+        """Slots of the pair view: the most ``pair_channel_types`` channels any indexed segment keeps."""
+        hp = self.hparams
+        widest = 0
+        for s in (s for segs in self._segments.values() for s in segs if s.kind == "signal"):
+            bads = set(s.meta.get("bad_channels") or []) if hp.drop_bad_channels else set()
+            kept = [
+                n
+                for n, t in zip(s.meta["ch_names"], s.meta["ch_types"], strict=True)
+                if t in hp.pair_channel_types and n not in bads
+            ]
+            widest = max(widest, len(kept))
+        if widest == 0:
+            raise ValueError(f"pair_channel_types {hp.pair_channel_types}: no such channels in the shards")
+        return widest
+
+    def _rank_world(self) -> tuple[int, int]:
+        trainer = self._trainer_or_none()
+        if trainer is not None:
+            return trainer.global_rank, trainer.world_size
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+        return 0, 1
+
+    def _stream(self, which: str, shuffle: bool) -> ShardStream:
+        if which not in self._segments:
+            self.setup({"train": "fit", "val": "validate"}.get(which, which))
+        hp = self.hparams
+        segments = self._segments[which]
+        spec = self._spec()
+        counts = np.array(
+            [
+                1 if s.kind == "volume" else window_count(s.shape[1], float(s.meta["sfreq"]), s.events, spec)
+                for s in segments
+            ],
+            dtype=np.int64,
+        )
+        cfg = StreamConfig(
+            batch_size=hp.batch_size,
+            shuffle=shuffle,
+            shuffle_buffer=hp.shuffle_buffer,
+            seed=hp.seed,
+            drop_last=shuffle,
+            weights=hp.weights if shuffle else None,
+            on_corrupt=hp.on_corrupt,
+            check_finite=hp.check_finite,
+            normalize=hp.normalize,
+        )
+        rank, world = self._rank_world()
+        processes = hp.num_workers if hp.worker_mode == "processes" else 0
+        stream = ShardStream(
+            segments, counts, self._layouts(segments), spec, cfg, self.c_max, rank, world, processes
+        )
+        if hp.pair_channel_types is not None and spec.window_samples > 0:
+            stream.pair_layouts = self._layouts(segments, pair=True)
+            stream.pair_c_max = self._pair_c_max()
+        if hp.images:
+            stream.images = EventImages(segments, spec, hp.image_size)
+            stream.images.check()
+        self._streams[which] = stream
+        return stream
+
+    def _loader(self, which: str, shuffle: bool) -> DataLoader:
+        stream = self._stream(which, shuffle)
+        position = self._train_position if which == "train" else None
+        loader = ShardLoader(stream, position, self.hparams.num_workers, self.hparams.worker_mode)
+        if which == "train":
+            loader.datamodule = self
+        return loader
+
+    def _train_position(self, n_batches: int) -> tuple[int, int]:
+        """(epoch, batches to skip) for the train iteration about to start."""
+        if self._resume is not None:
+            pos, self._resume = self._resume, None
+            stream = self._streams["train"]
+            # The batch order depends on the world size and on the number of worker *processes*
+            # (0 with threads): with other values the position cannot be carried over exactly.
+            now, then = (stream.world, stream.num_workers), (pos["world_size"], pos["num_workers"])
+            if pos["batches"] < n_batches and now != then:
+                log.warning(
+                    "resuming with (world_size, worker processes) %s, checkpoint %s: the epoch restarts",
+                    now,
+                    then,
+                )
+                return pos["epoch"], 0
+            if pos["batches"] >= n_batches:
+                return pos["epoch"] + 1, 0
+            return pos["epoch"], pos["batches"]
+        trainer = self._trainer_or_none()
+        if trainer is not None:
+            return int(trainer.current_epoch), 0
+        epoch, self._epoch_counter = self._epoch_counter, self._epoch_counter + 1
+        return epoch, 0
+
+
+def _identity(batch: dict[str, Any]) -> dict[str, Any]:
+    """Batches arrive ready-made: skip DataLoader's default conversion walk over the dict."""
+    return batch
+
+
+class ShardLoader(DataLoader):
+    """A ``DataLoader`` over a ``ShardStream`` that sets the epoch and resume point per iteration.
+
+    Batches are built whole by the stream (``batch_size=None``), in ``threads`` threads or in
+    DataLoader worker processes; pinning is off (CPU default; Lightning moves batches).
+    """
+
+    def __init__(
+        self, stream: ShardStream, position, num_workers: int = 0, worker_mode: str = "threads"
+    ) -> None:
+        self.threads = num_workers if worker_mode == "threads" else 0
+        num_workers = 0 if worker_mode == "threads" else num_workers
+        super().__init__(
+            stream,
+            batch_size=None,
+            num_workers=num_workers,
+            pin_memory=False,
+            prefetch_factor=2 if num_workers else None,
+            persistent_workers=False,
+            collate_fn=_identity,
+        )
+        self._position = position
+
+    def __iter__(self):
+        stream: ShardStream = self.dataset  # type: ignore[assignment]
+        if self._position is not None:
+            stream.epoch, stream.skip = self._position(len(stream))
+        if self.threads:
+            return stream.iter_threads(self.threads)
+        return super().__iter__()
+
+    # Lightning saves and restores a loader that has these (``fit_loop`` "combined_loader"): they
+    # carry the same position as the datamodule state, so either route resumes at the same batch.
+    datamodule: ShardDataModule | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.datamodule.state_dict().get("position", {}) if self.datamodule is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if self.datamodule is not None and state_dict:
+            self.datamodule._resume = state_dict
+
+    @property
+    def skipped_samples(self) -> int:
+        """Windows skipped as corrupt in this process (workers log their own counts)."""
+        return self.dataset.skipped  # type: ignore[attr-defined]
+
+
+def _common_sfreq(segments: list[Segment]) -> float | None:
+    """The one sampling rate of these signal segments (None without any); several is an error."""
+    rates = sorted({float(s.meta["sfreq"]) for s in segments if s.kind == "signal"})
+    if len(rates) > 1:
+        raise ValueError(f"datasets have different sampling rates {rates}; reshard them with one --sfreq")
+    return rates[0] if rates else None

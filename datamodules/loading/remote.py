@@ -1,0 +1,289 @@
+"""Resolve a shard dataset location (local folder, fsspec URL or ``pipe:`` command) to a local folder.
+
+The loader reads segments by byte offset with ``os.pread`` from local tar files (see
+``tar_index``), so a remote dataset is first staged into a local cache, shard by shard, and then
+read exactly like a local folder. A location is one of:
+
+- a local path, or a ``file://`` path: used in place, nothing is copied;
+- an fsspec URL (``http(s)://``, ``s3://``, ``gs://``, ``memory://``, anything
+  ``fsspec.core.url_to_fs`` opens): the URL is the dataset folder, its files are
+  ``URL/manifest.json`` and ``URL/<shard name>``;
+- a ``pipe:`` command template in which ``{}`` stands for the file name, as in webdataset's
+  ``pipe:`` URLs (a command whose stdout is the file): ``pipe:curl -fsS https://host/eeg/{}``,
+  ``pipe:aws s3 cp s3://bucket/eeg/{} -``.
+
+Cache: ``cache_dir`` (default ``$NEUROTRAIN_CACHE/shards`` or ``~/.cache/neurotrain/shards``) /
+``sha256(location)``. ``manifest.json`` is fetched again at every resolve (it is small, and says
+what the shards must be); a shard is fetched when first needed, unless the cache already holds a
+file of the manifest's byte size and sha256. A download streams to a temporary file named per
+process in the cache folder, is checked against the manifest's size and sha256, and only then
+renamed to the shard's name (atomic), so the final name only ever holds a verified shard and
+processes sharing the cache (DDP ranks) cannot corrupt it; a per-shard lock, where the filesystem
+supports one, keeps ranks on one machine from downloading the same shard twice. A failed download
+(command exiting non-zero, HTTP error, wrong size or sha256) raises ``CorruptShardError`` naming
+the URL and the shard, and leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shlex
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from neurotrain.datamodules.io.files import atomic_write_bytes
+from neurotrain.datamodules.loading.tar_index import CorruptShardError
+
+MANIFEST = "manifest.json"
+CHUNK = 1 << 22  # 4 MiB
+
+
+class FetchError(OSError):
+    """A file of a remote dataset could not be fetched; the message names the URL."""
+
+
+def default_cache_dir() -> Path:
+    """``$NEUROTRAIN_CACHE/shards``, else ``~/.cache/neurotrain/shards``."""
+    env = os.environ.get("NEUROTRAIN_CACHE")
+    return (Path(env).expanduser() if env else Path.home() / ".cache" / "neurotrain") / "shards"
+
+
+def is_remote(location: str) -> bool:
+    """True for ``pipe:`` templates and URLs other than ``file://``."""
+    return location.startswith("pipe:") or ("://" in location and not location.startswith("file://"))
+
+
+def resolve(location: str, cache_dir: str | os.PathLike | None = None) -> DatasetLocation:
+    """The ``DatasetLocation`` for a dataset string (raises ``ValueError`` for a malformed one)."""
+    location = str(location)
+    if not is_remote(location):
+        return DatasetLocation(location, Path(location.removeprefix("file://")), None)
+    if location.startswith("pipe:"):
+        transport: _Transport = _Pipe(location)
+    else:
+        transport = _Fsspec(location)
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    return DatasetLocation(location, root / hashlib.sha256(location.encode()).hexdigest(), transport)
+
+
+class DatasetLocation:
+    """Where a dataset is (``url``, as given) and the local folder it is read from (``root``).
+
+    For a local dataset ``root`` is the folder itself; for a remote one it is the cache folder,
+    filled by ``manifest_path()`` and ``shard_path()``.
+    """
+
+    def __init__(self, url: str, root: Path, transport: _Transport | None) -> None:
+        self.url = url
+        self.root = root
+        self._transport = transport
+
+    @property
+    def remote(self) -> bool:
+        return self._transport is not None
+
+    def manifest_path(self) -> Path:
+        """Local path of ``manifest.json``; for a remote dataset fetched again (raises ``FetchError``)."""
+        path = self.root / MANIFEST
+        if self._transport is None:
+            return path
+        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            _download(self._transport, MANIFEST, path, None, None)
+        except FetchError as err:
+            raise FetchError(f"{self.url}: cannot fetch {MANIFEST} ({err})") from err
+        source = self.root / "source.txt"  # which URL this hashed folder caches, for people
+        if not source.is_file():
+            atomic_write_bytes(source, f"{self.url}\n".encode())
+        return path
+
+    def shard_path(self, entry: dict[str, Any]) -> Path:
+        """Local path of the shard of manifest entry ``entry``, staged first for a remote dataset.
+
+        Raises ``CorruptShardError`` naming the URL and the shard when it cannot be fetched or
+        does not match the entry's ``bytes`` and ``sha256``.
+        """
+        name = entry["name"]
+        if self._transport is None:
+            return self.root / name
+        if "/" in name or "\\" in name or name.startswith(".") or name in ("", MANIFEST, "source.txt"):
+            raise CorruptShardError(f"shard {name!r} of {self.url}: not a plain file name")
+        path = self.root / name
+        size, sha = entry.get("bytes"), entry.get("sha256")
+        if _matches(path, size, sha):
+            return path
+        with _lock(self.root / ".locks" / f"{name}.lock"):
+            if _matches(path, size, sha):  # another process staged it while we waited
+                return path
+            try:
+                _download(self._transport, name, path, size, sha)
+            except FetchError as err:
+                raise CorruptShardError(f"shard {name}: {err}") from err
+        return path
+
+
+# ----------------------------------------------------------------------------- transports
+class _Transport:
+    url: str
+
+    def describe(self, name: str) -> str:
+        """How errors name the file ``name`` (its URL, or the command that prints it)."""
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def open(self, name: str, size: int | None) -> Iterator[IO[bytes]]:
+        raise NotImplementedError
+        yield  # pragma: no cover
+
+
+class _Pipe(_Transport):
+    """``pipe:CMD``: ``CMD`` with ``{}`` replaced by the (shell-quoted) file name prints the file."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.template = url.removeprefix("pipe:")
+        if "{}" not in self.template:
+            raise ValueError(
+                f"{url}: a pipe: dataset is a command template in which {{}} is replaced by each file "
+                "name (manifest.json, then the shards), e.g. 'pipe:curl -fsS https://host/eeg/{}' or "
+                "'pipe:aws s3 cp s3://bucket/eeg/{} -'; its stdout must be the file"
+            )
+
+    def command(self, name: str) -> str:
+        return self.template.replace("{}", shlex.quote(name))
+
+    def describe(self, name: str) -> str:
+        return f"pipe:{self.command(name)}"
+
+    @contextlib.contextmanager
+    def open(self, name: str, size: int | None) -> Iterator[IO[bytes]]:
+        with tempfile.TemporaryFile() as err:  # a file, not a pipe: stderr cannot block the command
+            proc = subprocess.Popen(self.command(name), shell=True, stdout=subprocess.PIPE, stderr=err)
+            assert proc.stdout is not None
+            try:
+                yield proc.stdout
+            except BaseException:
+                proc.kill()
+                raise
+            finally:
+                proc.stdout.close()
+                code = proc.wait()
+            if code != 0:
+                err.seek(0)
+                tail = err.read()[-2000:].decode("utf-8", "replace").strip()
+                raise FetchError(f"command exited with status {code}" + (f": {tail}" if tail else ""))
+
+
+class _Fsspec(_Transport):
+    """An fsspec URL of the dataset folder; files are ``URL/<name>``."""
+
+    def __init__(self, url: str) -> None:
+        import fsspec
+
+        self.url = url
+        try:
+            self.fs, path = fsspec.core.url_to_fs(url)
+        except ImportError as err:
+            raise ValueError(f"{url}: fsspec needs an extra package for this protocol: {err}") from err
+        except ValueError as err:
+            raise ValueError(
+                f"{url}: not a local path, a pipe: template or a URL fsspec opens ({err})"
+            ) from err
+        self.base = path.rstrip("/")
+
+    def path(self, name: str) -> str:
+        return f"{self.base}/{name}"
+
+    def describe(self, name: str) -> str:
+        return self.fs.unstrip_protocol(self.path(name))
+
+    @contextlib.contextmanager
+    def open(self, name: str, size: int | None) -> Iterator[IO[bytes]]:
+        kwargs: dict[str, Any] = {}
+        protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
+        if {"http", "https"} & set(protocols):
+            # A streaming response: one GET, no range requests (which not every server honours),
+            # and with the size known, no HEAD request first.
+            kwargs = {"block_size": 0, **({"size": size} if size else {})}
+        with self.fs.open(self.path(name), "rb", **kwargs) as f:
+            yield f
+
+
+# ----------------------------------------------------------------------------- staging
+def _matches(path: Path, size: int | None, sha: str | None) -> bool:
+    """``path`` exists with the expected size and sha256 (those the manifest gives)."""
+    try:
+        if size is not None and path.stat().st_size != size:
+            return False
+    except FileNotFoundError:
+        return False
+    if sha:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            while block := f.read(CHUNK):
+                h.update(block)
+        return h.hexdigest() == sha
+    return path.is_file()
+
+
+def _download(transport: _Transport, name: str, dest: Path, size: int | None, sha: str | None) -> None:
+    """Stream ``name`` to a per-process temporary file next to ``dest``, check ``size`` and ``sha``,
+    then rename it to ``dest``; raise ``FetchError`` naming the URL (temporary file removed)."""
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.{os.getpid()}.", suffix=".part")
+    where = transport.describe(name)
+    try:
+        h = hashlib.sha256()
+        got = 0
+        with os.fdopen(fd, "wb") as out:
+            try:
+                with transport.open(name, size) as src:
+                    while block := src.read(CHUNK):
+                        got += len(block)
+                        if size is not None and got > size:
+                            raise FetchError(f"more than the {size} bytes the manifest gives")
+                        h.update(block)
+                        out.write(block)
+            except FetchError as err:
+                raise FetchError(f"{where}: {err}") from err
+            except Exception as err:  # fsspec, aiohttp and OS errors all mean: not fetched
+                detail = "not found" if isinstance(err, FileNotFoundError) else type(err).__name__
+                detail += "" if where in str(err) or not str(err) else f": {err}"
+                raise FetchError(f"{where}: {detail}") from err
+            out.flush()
+            os.fsync(out.fileno())
+        if size is not None and got != size:
+            raise FetchError(f"{where}: {got} bytes received, the manifest says {size}")
+        if sha and h.hexdigest() != sha:
+            raise FetchError(f"{where}: sha256 {h.hexdigest()} differs from the manifest's {sha}")
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def _lock(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` where the filesystem offers one; otherwise no lock (the
+    per-process temporary names and the atomic rename keep the cache consistent either way)."""
+    try:
+        import fcntl
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except (ImportError, OSError):
+        yield
+        return
+    try:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

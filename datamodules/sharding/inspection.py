@@ -1,0 +1,114 @@
+"""``neurotrain inspect DIR [--verify]``: a readable summary of a shard dataset, and integrity checks.
+
+``verify_shards`` re-hashes every shard named by the manifest and returns the problems (missing,
+wrong size, wrong sha256) by shard name, so a corrupted copy is found before training starts.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from neurotrain.datamodules.format.manifest import load_manifest
+from neurotrain.datamodules.io.files import sha256_file
+
+
+def verify_shards(directory: str | Path, manifest: dict[str, Any] | None = None) -> list[str]:
+    """Problems found, one line per shard (empty when every shard matches the manifest)."""
+    directory = Path(directory)
+    manifest = manifest or load_manifest(directory)
+    problems = []
+    for entry in manifest["shards"]:
+        path = directory / entry["name"]
+        if not path.exists():
+            problems.append(f"{entry['name']}: missing")
+        elif path.stat().st_size != entry["bytes"]:
+            problems.append(
+                f"{entry['name']}: {path.stat().st_size} bytes, manifest says {entry['bytes']} (truncated?)"
+            )
+        elif sha256_file(path) != entry["sha256"]:
+            problems.append(f"{entry['name']}: sha256 differs from the manifest (corrupted)")
+    return problems
+
+
+def summarize(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The figures ``inspect`` prints, as a dict (also handy in tests and notebooks)."""
+    recs = manifest["recordings"]
+    samples_per_split: Counter[str] = Counter()
+    for e in manifest["shards"]:
+        samples_per_split[e["split"]] += e["samples"]
+    return {
+        "dataset": manifest.get("dataset"),
+        "modalities": manifest["modalities"],
+        "subjects": len(manifest["subjects"]),
+        "sessions": len({(r["subject"], r.get("session")) for r in recs}),
+        "recordings": len(recs),
+        "hours": manifest["totals"]["hours"],
+        "samples": manifest["totals"]["samples"],
+        "gigabytes": manifest["totals"]["bytes"] / 1e9,
+        "samples_per_split": {s: samples_per_split.get(s, 0) for s in ("train", "val", "test")},
+        "subjects_per_split": {s: manifest["splits"][s] for s in ("train", "val", "test")},
+        "channel_sets": [
+            {
+                "id": cs["id"],
+                "channels": len(cs["ch_names"]),
+                "types": dict(Counter(cs["ch_types"])),
+                "recordings": len(cs["recordings"]),
+            }
+            for cs in manifest["channel_sets"]
+        ],
+        "positions": {
+            r["id"]: f"{r['n_positions']}/{r['n_channels']} ({r['position_source']})" for r in recs
+        },
+        "labels": manifest["labels"]["counts"],
+        "statistics": manifest["statistics"],
+        "skipped": manifest.get("skipped", []),
+    }
+
+
+def print_summary(directory: str | Path, verify: bool = False) -> int:
+    """Print the summary (and verification); return the process exit code."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    manifest = load_manifest(directory)
+    s = summarize(manifest)
+    console.print(f"[bold]{directory}[/] — {s['dataset']}")
+    console.print(
+        f"modalities {', '.join(s['modalities'])} · {s['subjects']} subjects · {s['sessions']} sessions · "
+        f"{s['recordings']} recordings · {s['hours']:.2f} h · {s['samples']} samples · {s['gigabytes']:.2f} GB"
+    )
+    table = Table("split", "subjects", "samples")
+    for split in ("train", "val", "test"):
+        table.add_row(
+            split, ", ".join(s["subjects_per_split"][split]) or "—", str(s["samples_per_split"][split])
+        )
+    console.print(table)
+    for cs in s["channel_sets"]:
+        console.print(
+            f"channel set {cs['id']}: {cs['channels']} channels {cs['types']} in {cs['recordings']} recording(s)"
+        )
+    for rec, pos in s["positions"].items():
+        console.print(f"  positions {rec}: {pos}")
+    if s["labels"]:
+        console.print("labels: " + ", ".join(f"{k} ({v})" for k, v in s["labels"].items()))
+    st = s["statistics"]
+    for t, v in st["per_type"].items():
+        console.print(
+            f"statistics ({st['split']}, {st['method']}) {t}: mean {v['mean']:.4g} std {v['std']:.4g} "
+            f"median {v['median']:.4g} iqr {v['iqr']:.4g}"
+        )
+    for sk in s["skipped"]:
+        console.print(f"[yellow]skipped {sk['source']}: {sk['error']}")
+    if not verify:
+        return 0
+    problems = verify_shards(directory, manifest)
+    if problems:
+        for p in problems:
+            console.print(f"[red]FAILED {p}")
+        console.print(f"[red]{len(problems)} of {len(manifest['shards'])} shards failed verification")
+        return 1
+    console.print(f"[green]verified: all {len(manifest['shards'])} shards match their sha256")
+    return 0

@@ -1,0 +1,202 @@
+"""``neurotrain shard``: recordings in, a verifiable shard dataset out — parallel, resumable, atomic.
+
+Each recording is processed on its own (in a worker process when ``workers > 1``): read,
+checked, segmented, written to its own shards under temporary names, renamed, and then its
+*part* (summary, shard entries with sha256, statistics accumulators) is saved under
+``DIR/.neurotrain/parts/``. A re-run skips every recording whose part matches the same
+source file and options, so an interrupted run finishes without redoing finished shards.
+The manifest is written last, atomically; a run that stops early or fails leaves no manifest
+that names a missing or partial shard.
+
+Python API::
+
+    from neurotrain.datamodules.sharding import shard_dataset
+    manifest = shard_dataset([bids_root], "shards/eeg", segment_seconds=60, workers=2)
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import sys
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from pathlib import Path
+from typing import Any
+
+from neurotrain.datamodules.format.manifest import MANIFEST
+from neurotrain.datamodules.io.files import atomic_write_json
+from neurotrain.datamodules.sharding.manifest_builder import build_manifest
+from neurotrain.datamodules.sharding.options import ShardError, ShardOptions
+from neurotrain.datamodules.sharding.readers.signals import source_fingerprint
+from neurotrain.datamodules.sharding.samples import recording_samples
+from neurotrain.datamodules.sharding.sources import SourceItem, discover
+from neurotrain.datamodules.sharding.writer import write_recording_shards
+
+PARTS_DIR = ".neurotrain/parts"
+
+
+def shard_dataset(
+    sources: list[str | Path],
+    out: str | Path,
+    command: list[str] | None = None,
+    progress: bool = False,
+    **options: Any,
+) -> dict[str, Any]:
+    """Shard ``sources`` into ``out``; return the manifest. Raises ``ShardError`` on bad input."""
+    opts = ShardOptions.from_dict(options)
+    out = Path(out)
+    items = discover(sources, opts)
+    if not items:
+        raise ShardError(", ".join(map(str, sources)), "no supported recordings found")
+    out.mkdir(parents=True, exist_ok=True)
+    todo = [it for it in items if not _part_is_current(out, it, opts)]
+    manifest_path = out / MANIFEST
+    if todo and manifest_path.exists():
+        # Shards named by the old manifest are about to be rewritten: it must not outlive them.
+        os.replace(manifest_path, out / f"{MANIFEST}.previous")
+    skipped = _run(todo, out, opts, progress, n_total=len(items))
+    failed = {s["source"] for s in skipped}
+    parts = [_load_part(out, it) for it in items if str(it.path) not in failed]
+    if not parts:
+        raise ShardError(str(out), "every recording failed; nothing to write (see the errors above)")
+    manifest = build_manifest(parts, opts, command or _default_command(sources, out), skipped)
+    atomic_write_json(manifest_path, manifest)
+    return manifest
+
+
+def _run(todo: list[SourceItem], out: Path, opts: ShardOptions, progress: bool, n_total: int) -> list[dict]:
+    """Process ``todo``; return the skipped files (``--on-error skip``) or raise on the first error."""
+    skipped: list[dict[str, str]] = []
+    bar = _Progress(progress, n_total, n_total - len(todo))
+    try:
+        if opts.workers == 1 or len(todo) <= 1:
+            for it in todo:
+                _handle(_process_safely(it, out, opts), it, opts, skipped, bar)
+        else:
+            ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+            with ProcessPoolExecutor(max_workers=min(opts.workers, len(todo)), mp_context=ctx) as pool:
+                pending: dict[Future, SourceItem] = {
+                    pool.submit(_process_safely, it, out, opts): it for it in todo
+                }
+                try:
+                    while pending:
+                        done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                        for fut in sorted(done, key=lambda f: pending[f].recording_id):
+                            _handle(fut.result(), pending.pop(fut), opts, skipped, bar)
+                except BaseException:
+                    for fut in pending:
+                        fut.cancel()
+                    raise
+    finally:
+        bar.close()
+    return skipped
+
+
+def _handle(error: str | None, it: SourceItem, opts: ShardOptions, skipped: list, bar: _Progress) -> None:
+    if error is None:
+        bar.advance(it.recording_id)
+        return
+    if opts.on_error == "fail":
+        raise ShardError(str(it.path), error)
+    skipped.append({"source": str(it.path), "error": error})
+    bar.warn(f"skipped {it.path}: {error}")
+
+
+def _process_safely(item: SourceItem, out: Path, opts: ShardOptions) -> str | None:
+    """Process one recording; return None, or the reason it failed (as text, to cross processes)."""
+    try:
+        process_recording(item, out, opts)
+        return None
+    except ShardError as exc:
+        return exc.reason
+    except MemoryError:
+        return "ran out of memory while reading the recording"
+    except Exception as exc:  # keep the sweep over files going; the message names the cause
+        return f"{type(exc).__name__}: {exc}"
+
+
+def process_recording(item: SourceItem, out: Path, opts: ShardOptions) -> dict[str, Any]:
+    """Shard one recording and save its part; returns the part."""
+    result = recording_samples(item, opts)
+    shards = write_recording_shards(out, item.recording_id, result.samples, opts.shard_size_mb * 1e6)
+    old = _read_json(out / PARTS_DIR / f"{item.recording_id}.json")
+    part = {
+        "fingerprint": _fingerprint(item, opts),
+        "summary": result.summary,
+        "shards": shards,
+        "accumulators": result.accumulators,
+    }
+    atomic_write_json(out / PARTS_DIR / f"{item.recording_id}.json", part)
+    if old:  # an earlier run with other options may have produced more shards than this one
+        for e in old.get("shards", []):
+            if e["name"] not in {s["name"] for s in shards}:
+                (out / e["name"]).unlink(missing_ok=True)
+    return part
+
+
+def _fingerprint(item: SourceItem, opts: ShardOptions) -> dict[str, Any]:
+    return {"options": opts.fingerprint(), "source": str(item.path), "files": source_fingerprint(item.path)}
+
+
+def _part_is_current(out: Path, item: SourceItem, opts: ShardOptions) -> bool:
+    part = _read_json(out / PARTS_DIR / f"{item.recording_id}.json")
+    if not part or part.get("fingerprint") != _fingerprint(item, opts):
+        return False
+    return all(
+        (out / e["name"]).exists() and (out / e["name"]).stat().st_size == e["bytes"] for e in part["shards"]
+    )
+
+
+def _load_part(out: Path, item: SourceItem) -> dict[str, Any]:
+    part = _read_json(out / PARTS_DIR / f"{item.recording_id}.json")
+    if part is None:
+        raise ShardError(str(item.path), "internal error: its part file is missing after processing")
+    return part
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _default_command(sources: list[str | Path], out: Path) -> list[str]:
+    return ["neurotrain", "shard", *map(str, sources), "--out", str(out)]
+
+
+class _Progress:
+    """A Rich progress bar over recordings (quiet when disabled)."""
+
+    def __init__(self, enabled: bool, total: int, done: int) -> None:
+        self._bar = None
+        if not enabled:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._bar = Progress(
+            TextColumn("[bold]shard"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.description}"),
+        )
+        self._bar.start()
+        self._task = self._bar.add_task("", total=total, completed=done)
+        if done:
+            self._bar.console.print(f"{done} recording(s) already sharded with these options: not redone")
+
+    def advance(self, name: str) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, advance=1, description=name)
+
+    def warn(self, message: str) -> None:
+        if self._bar is not None:
+            self._bar.console.print(f"[yellow]{message}")
+        else:
+            print(message, file=sys.stderr)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()

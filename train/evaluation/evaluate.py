@@ -1,0 +1,352 @@
+"""``neurotrain evaluate``: a fine-tune config scored under a reproducible protocol, folds × seeds.
+
+    neurotrain evaluate --config train/configs/eeg_finetune.yaml --protocol within-subject \\
+        --init_from checkpoints/pretrain/checkpoints/last.ckpt --seeds 0 1 2 --folds 5 --out eval/ws
+
+For each seed, the protocol's folds are planned from the manifest's labelled epochs
+(``evaluation_folds``); each fold's selection is written to ``OUT/folds/seed<S>/<fold>.json`` and
+the config is fine-tuned (or linear-probed) on the fold's training part, from ``--init_from`` when
+given, and scored on its held-out part after the final epoch (no model selection on held-out data).
+The classical baselines run on the identical epochs of every fold. Results:
+
+- ``OUT/results.json``: every fold's scores, the splits (subjects, counts, selection file and its
+  sha256), the manifests' sha256, the command, and mean ± std across folds and seeds;
+- ``OUT/results.md``: the same as Markdown tables;
+- a W&B run (``job_type=evaluate``; offline unless logged in) with the per-fold table and the means.
+
+Every fold is a normal run folder under ``OUT/runs`` (compare them with ``neurotrain compare``).
+Re-running the same command skips finished folds and resumes an interrupted one; ``OUT`` refuses
+an evaluation with other settings than the one it holds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from neurotrain.datamodules.io.files import atomic_write_json, sha256_file
+from neurotrain.train.evaluation.folds import PROTOCOLS, Fold, FoldError, plan_folds
+from neurotrain.train.run.fit_once import CLASSIFICATION_METRICS as METRICS
+from neurotrain.train.run.fit_once import fit_once, last_scores, print_scores, say
+
+MODEL_METHOD = "encoder"
+
+
+class EvaluateError(ValueError):
+    """The evaluation cannot run as asked (config, protocol, or an output folder in use)."""
+
+
+def evaluate(
+    config: str | Path,
+    protocol: str,
+    seeds: list[int] | None = None,
+    folds: int = 5,
+    out: str | Path = "evaluate",
+    init_from: str | None = None,
+    linear_probe: bool = False,
+    baselines: list[str] | None = None,
+    overrides: list[str] | None = None,
+    wandb_project: str = "neurotrain",
+) -> dict[str, Any]:
+    """Run every fold of every seed (skipping finished ones) and write the results; return them."""
+    from neurotrain.datamodules.loading.datamodule import ShardDataModule
+    from neurotrain.train.evaluation.baselines import BASELINES
+
+    seeds = [0] if seeds is None else list(seeds)
+    baselines = list(BASELINES if baselines is None else baselines)
+    unknown = set(baselines) - set(BASELINES)
+    if unknown:
+        raise EvaluateError(f"unknown baselines {sorted(unknown)}; known: {', '.join(BASELINES)}")
+    out = Path(out)
+    model_args = [f"--model.init_from={init_from}"] if init_from else []
+    if linear_probe:
+        model_args.append("--model.linear_probe=true")
+    base = ["--config", str(config), "--media_every_n_val=0", *(overrides or []), *model_args]
+    data = _check_config(base)
+    plan = {
+        "config": str(config),
+        "config_sha256": sha256_file(config),
+        "protocol": protocol,
+        "folds": folds,
+        "seeds": seeds,
+        "overrides": list(overrides or []),
+        "init_from": init_from,
+        "linear_probe": linear_probe,
+        "baselines": baselines,
+    }
+    _claim(out, plan)
+    dm = ShardDataModule(**{**data, "selection": None})
+    events = dm.labelled_events("all")
+    say(
+        f"evaluate: {protocol}, {len(events)} labelled epochs of {len({e['subject'] for e in events})} subjects"
+    )
+    records: list[dict[str, Any]] = []
+    for seed in seeds:
+        planned = plan_folds(events, protocol, folds, seed)
+        for i, fold in enumerate(planned):
+            tag = f"seed{seed}-{fold.name.replace('/', '-')}"
+            say(
+                f"[seed {seed}, fold {i + 1}/{len(planned)}] {fold.name}: {fold.n_train} train / {fold.n_test} held-out epochs"
+            )
+            selection = out / "folds" / f"seed{seed}" / f"{fold.name.replace('/', '-')}.json"
+            atomic_write_json(selection, fold.selection)
+            fold_args = [
+                f"--data.selection={selection}",
+                "--data.train_split=all",
+                "--data.val_split=all",
+                f"--data.seed={seed}",
+                f"--seed_everything={seed}",
+                f"--group=evaluate-{protocol}",
+                f"--tags=[evaluate,{protocol},seed{seed}]",
+                "--save_top_k=0",
+            ]
+            fit_once(out / "runs", tag, [*base, *fold_args])
+            scores = {MODEL_METHOD: last_scores(out / "runs" / tag)}
+            scores.update(_baselines(out, tag, data, selection, baselines, seed))
+            records.append(
+                {
+                    "seed": seed,
+                    **fold.record(),
+                    "run": str(out / "runs" / tag),
+                    "selection_file": str(selection),
+                    "selection_sha256": sha256_file(selection),
+                    "scores": scores,
+                }
+            )
+    results = {
+        **plan,
+        "command": "neurotrain evaluate " + shlex.join(sys.argv[2:] if sys.argv[1:2] == ["evaluate"] else []),
+        "datasets": [
+            {"path": d, "manifest_sha256": m["_sha256"]}
+            for d, m in zip(dm.datasets, dm.manifests, strict=True)
+        ],
+        "init_from_sha256": sha256_file(init_from) if init_from and Path(init_from).is_file() else None,
+        "scoring": "final epoch on each fold's held-out epochs; no model selection on them",
+        "n_epochs": len(events),
+        "folds_detail": records,
+        "summary": summarize(records),
+    }
+    atomic_write_json(out / "results.json", results)
+    (out / "results.md").write_text(markdown(results))
+    _print_table(results)
+    _log_wandb(out, results, wandb_project)
+    say(f"wrote {out / 'results.json'} and {out / 'results.md'}")
+    return results
+
+
+def summarize(records: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
+    """Per method and metric: mean, std (sample, ddof 1; 0 for one value) and n over folds × seeds."""
+    methods: dict[str, dict[str, list[float]]] = {}
+    for rec in records:
+        for method, scores in rec["scores"].items():
+            for m in METRICS:
+                methods.setdefault(method, {}).setdefault(m, []).append(float(scores[m]))
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for method, by_metric in methods.items():
+        out[method] = {}
+        for m, values in by_metric.items():
+            mean = sum(values) / len(values)
+            var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
+            out[method][m] = {"mean": mean, "std": math.sqrt(var), "n": len(values)}
+    return out
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The summary (mean ± std) and per-fold tables as Markdown."""
+    head = "| method | " + " | ".join(m.replace("_", " ") for m in METRICS) + " |"
+    rule = "| --- |" + " ---: |" * len(METRICS)
+    lines = [
+        f"# {results['protocol']} evaluation",
+        "",
+        f"Config `{results['config']}`, seeds {results['seeds']}, "
+        f"{len(results['folds_detail'])} fold runs; {results['scoring']}.",
+        "",
+        "Mean ± std across folds and seeds:",
+        "",
+        head,
+        rule,
+    ]
+    for method, by_metric in results["summary"].items():
+        cells = [f"{by_metric[m]['mean']:.3f} ± {by_metric[m]['std']:.3f}" for m in METRICS]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    lines += ["", "Per fold:", "", "| seed | fold | method | " + " | ".join(METRICS) + " |"]
+    lines.append("| ---: | --- | --- |" + " ---: |" * len(METRICS))
+    for rec in results["folds_detail"]:
+        for method, scores in rec["scores"].items():
+            cells = " | ".join(f"{scores[m]:.3f}" for m in METRICS)
+            lines.append(f"| {rec['seed']} | {rec['name']} | {method} | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
+# helpers ---------------------------------------------------------------------------------------------
+
+
+def _check_config(base: list[str]) -> dict[str, Any]:
+    """Parse the fine-tune config (nothing built); its data init args. Errors name the problem."""
+    from neurotrain.train.run.lightning_cli import parse_config
+
+    try:
+        cfg = parse_config(["fit", *base])
+    except Exception as exc:
+        raise EvaluateError(f"the config does not parse: {str(exc).strip().splitlines()[0]}") from exc
+    model = str((cfg.get("model") or {}).get("class_path", ""))
+    if not model.endswith("ClassifierModule"):
+        raise EvaluateError(f"evaluate scores classifiers; the config's model is {model or 'not set'}")
+    data = dict(cfg.get("data") or {})
+    if data.get("mode") != "epochs":
+        raise EvaluateError("evaluate needs event epochs: set data.mode: epochs and a label_map")
+    return data
+
+
+def _claim(out: Path, plan: dict[str, Any]) -> None:
+    """Record the settings in ``OUT/evaluate.json``; refuse a folder holding another evaluation."""
+    path = out / "evaluate.json"
+    if path.exists():
+        before = json.loads(path.read_text())
+        if before != plan:
+            changed = sorted(k for k in set(before) | set(plan) if before.get(k) != plan.get(k))
+            raise EvaluateError(
+                f"{out} holds an evaluation with other settings ({', '.join(changed)}); "
+                "choose another --out or delete it"
+            )
+        say(f"evaluate: continuing the evaluation in {out}")
+        return
+    atomic_write_json(path, plan)
+
+
+def _baselines(
+    out: Path, tag: str, data: dict[str, Any], selection: Path, names: list[str], seed: int
+) -> dict[str, dict[str, float]]:
+    """The baselines' scores on the fold's epochs (cached in ``OUT/baselines/<tag>.json``)."""
+    if not names:
+        return {}
+    from neurotrain.train.evaluation.baselines import TITLES
+
+    cache = out / "baselines" / f"{tag}.json"
+    if cache.exists():  # in the order of ``names``, as a fresh run gives them
+        cached = json.loads(cache.read_text())
+        return {TITLES[n]: cached[TITLES[n]] for n in names}
+    from neurotrain.datamodules.loading.datamodule import ShardDataModule
+    from neurotrain.train.evaluation.baselines import score_on_loaders
+
+    dm = ShardDataModule(
+        **{
+            **data,
+            "selection": str(selection),
+            "train_split": "all",
+            "val_split": "all",
+            "drop_bad_channels": False,  # one montage across subjects, as the baselines need
+            "batch_size": 64,
+        }
+    )
+    dm.setup("fit")
+    scores = score_on_loaders(
+        names, dm.eval_dataloader("train"), dm.eval_dataloader("val"), dm.sfreq, seed=seed
+    )
+    atomic_write_json(cache, scores)
+    return scores
+
+
+def _print_table(results: dict[str, Any]) -> None:
+    rows = {
+        method: [f"{s[m]['mean']:.3f} ± {s[m]['std']:.3f}" for m in METRICS]
+        for method, s in results["summary"].items()
+    }
+    print_scores(f"{results['protocol']}: mean ± std over {len(results['folds_detail'])} fold runs", rows)
+
+
+def _log_wandb(out: Path, results: dict[str, Any], project: str) -> None:
+    """One W&B run holding the per-fold table and the means (offline unless logged in)."""
+    from neurotrain.train.tracking import wandb_run as tracking
+
+    mode = tracking.resolve_mode()
+    if mode == "disabled":
+        return
+    import wandb
+
+    settings = wandb.Settings(silent=True, init_timeout=tracking.INIT_TIMEOUT_S)
+    run = wandb.init(
+        project=project,
+        dir=str(out),
+        mode=mode,
+        name=f"evaluate-{results['protocol']}",
+        group=f"evaluate-{results['protocol']}",
+        job_type="evaluate",
+        config={k: results[k] for k in ("config", "protocol", "folds", "seeds", "init_from", "linear_probe")},
+        settings=settings,
+        reinit="create_new",
+    )
+    try:
+        columns = ["seed", "fold", "method", *METRICS]
+        rows = [
+            [rec["seed"], rec["name"], method, *(scores[m] for m in METRICS)]
+            for rec in results["folds_detail"]
+            for method, scores in rec["scores"].items()
+        ]
+        summary_rows = [
+            [method, *(f"{s[m]['mean']:.3f} ± {s[m]['std']:.3f}" for m in METRICS)]
+            for method, s in results["summary"].items()
+        ]
+        run.log(
+            {
+                "evaluate/folds": wandb.Table(columns=columns, data=rows),
+                "evaluate/summary": wandb.Table(columns=["method", *METRICS], data=summary_rows),
+            }
+        )
+        for method, by_metric in results["summary"].items():
+            for m, stats in by_metric.items():
+                run.summary[f"{method}/{m}_mean"] = stats["mean"]
+                run.summary[f"{method}/{m}_std"] = stats["std"]
+    finally:
+        run.finish()
+    if mode == "offline":
+        say(f"W&B run saved offline in {out / 'wandb'}; upload it with: neurotrain sync {out}")
+
+
+def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``neurotrain evaluate``."""
+    p = sub.add_parser(
+        "evaluate",
+        help="fine-tune and score a config under within-subject, cross-subject or LOSO folds",
+        description="Extra arguments after the options (e.g. --trainer.max_epochs=3) go to every fit.",
+    )
+    p.add_argument("--config", required=True, help="fine-tune config (LightningCLI YAML, data.mode: epochs)")
+    p.add_argument("--protocol", required=True, choices=PROTOCOLS)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds (splits and training)")
+    p.add_argument("--folds", type=int, default=5, help="folds (within-subject, cross-subject)")
+    p.add_argument("--init_from", "--init-from", default=None, help="pretrained checkpoint to fine-tune from")
+    p.add_argument("--linear_probe", "--linear-probe", action="store_true", help="freeze the encoder")
+    p.add_argument(
+        "--baselines", nargs="*", default=None, help="classical baselines on the same folds (default: all)"
+    )
+    p.add_argument("--out", default="evaluate", help="output folder (default ./evaluate)")
+    p.add_argument("--wandb_project", default="neurotrain")
+    p.set_defaults(handler=_run, accepts_extra=True)
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        evaluate(
+            args.config,
+            args.protocol,
+            args.seeds,
+            args.folds,
+            args.out,
+            args.init_from,
+            args.linear_probe,
+            args.baselines,
+            args.extra,
+            args.wandb_project,
+        )
+    except (EvaluateError, FoldError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+__all__ = ["Fold", "evaluate", "markdown", "summarize"]

@@ -1,0 +1,305 @@
+"""``neurotrain fit | validate | test | predict``: LightningCLI over our modules and ShardDataModule.
+
+Every class signature is the config schema, so a shipped YAML plus ``--model.lr=3e-4`` style
+overrides (what W&B sweeps pass) configure a run with no glue::
+
+    neurotrain fit --config train/configs/eeg_pretrain.yaml --run_name pre1
+    neurotrain fit --config train/configs/eeg_finetune.yaml \\
+        --model.init_from=checkpoints/pre1/checkpoints/last.ckpt
+    neurotrain fit --config train/configs/eeg_pretrain.yaml --ckpt_path last --run_name pre1  # resume
+
+Each run lives in ``<trainer.default_root_dir>/<run_name>/`` (default root ``checkpoints``):
+``config.yaml`` (the resolved config), ``metrics.csv``, and ``checkpoints/`` with the best-k
+and ``last.ckpt``, each self-describing (see ``train/run/callbacks.py``).
+
+Every fit/validate/test is also a W&B run (``train/tracking/wandb_run.py``), online when logged in and offline
+otherwise (``WANDB_MODE`` wins; ``disabled`` attaches none), with its files in ``<run>/wandb/``; and
+validations draw figures into ``<run>/media/`` (``train/run/media.py``)::
+
+    neurotrain fit --config train/configs/eeg_pretrain.yaml --run_name pre1 --group eeg --tags=[tiny] \
+        --wandb_project neurotrain --wandb_artifact auto --media_every_n_val 1
+    neurotrain fit --config train/configs/eeg_finetune.yaml --model.init_from=wandb:me/neurotrain/model-ID:best
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+import yaml
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+from pytorch_lightning.strategies import DeepSpeedStrategy
+
+from neurotrain.datamodules.loading.datamodule import ShardDataModule
+from neurotrain.train.run import strategies
+from neurotrain.train.run.callbacks import CheckpointMetadata, Throughput
+from neurotrain.train.run.media import ValidationMedia
+from neurotrain.train.tracking import wandb_run as tracking
+from neurotrain.train.tracking.run_record import RunRecord, csv_logger, git_info, package_versions
+
+COMMANDS = ("fit", "validate", "test", "predict")
+DEFAULT_ROOT = "checkpoints"
+
+
+class NeurotrainCLI(LightningCLI):
+    """LightningCLI with a run folder per run, checkpoints, throughput and fine-tuning normalisation."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument(
+            "--run_name", type=str | None, default=None, help="run folder name (default: config + time)"
+        )
+        parser.add_argument("--group", type=str | None, default=None, help="group of runs (e.g. a sweep)")
+        parser.add_argument("--tags", type=list[str], default=[], help="free-form tags")
+        parser.add_argument("--sweep_id", type=str | None, default=None, help="the sweep this run belongs to")
+        parser.add_argument(
+            "--sweep_params", type=dict | None, default=None, help="the swept values of this run (JSON)"
+        )
+        parser.add_argument("--monitor", type=str | None, default=None, help="metric for best checkpoints")
+        parser.add_argument("--save_top_k", type=int, default=2, help="best checkpoints kept")
+        parser.add_argument("--throughput_every_n_steps", type=int, default=20)
+        parser.add_argument(
+            "--checkpoint_every_n_steps",
+            type=int | None,
+            default=None,
+            help="also refresh last.ckpt every N steps",
+        )
+        parser.add_argument("--wandb_project", type=str, default="neurotrain", help="W&B project")
+        parser.add_argument("--wandb_entity", type=str | None, default=None, help="W&B entity (user or team)")
+        parser.add_argument(
+            "--wandb_artifact",
+            type=Literal["auto", "file", "reference", "none"],
+            default="auto",
+            help="best checkpoint as a W&B artifact: file (upload), reference (file:// path), none; "
+            "auto = file online, reference offline",
+        )
+        parser.add_argument(
+            "--media_every_n_val",
+            type=int,
+            default=1,
+            help="validation figures every N validations (0: none)",
+        )
+        parser.add_argument("--media_examples", type=int, default=2, help="reconstruction examples drawn")
+
+    def before_instantiate_classes(self) -> None:
+        # ``init_from`` may name a W&B artifact; the model needs a local file, so fetch it first.
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        self.wandb_mode: tracking.WandbMode = tracking.resolve_mode()
+        self.init_artifact: str | None = None
+        value = cfg.get("model.init_args.init_from")
+        if isinstance(value, str) and value.startswith(tracking.WANDB_PREFIX):
+            root = Path(cfg.get("trainer.default_root_dir") or DEFAULT_ROOT) / "artifacts"
+            cfg["model.init_args.init_from"] = tracking.resolve_init_from(value, root, self.wandb_mode)
+            self.init_artifact = value.removeprefix(tracking.WANDB_PREFIX)
+
+    def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        trainer_cfg = self._get(self.config_init, "trainer", default={})
+        root = Path(trainer_cfg.get("default_root_dir") or DEFAULT_ROOT)
+        self.run_name = cfg.get("run_name") or _default_run_name(cfg)
+        self.run_dir = root / self.run_name
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        monitor = cfg.get("monitor") or getattr(self.model, "monitor", "val/loss")
+        mode = getattr(self.model, "monitor_mode", "min") if not cfg.get("monitor") else _mode_for(monitor)
+        every = cfg.get("checkpoint_every_n_steps")
+        ckpt_dir = self.run_dir / "checkpoints"
+        callbacks = [
+            ModelCheckpoint(
+                dirpath=ckpt_dir,
+                filename="best-{epoch}-{step}",
+                monitor=monitor,
+                mode=mode,
+                save_top_k=cfg.get("save_top_k", 2),
+                save_last=not every,
+            ),
+            CheckpointMetadata(),
+            Throughput(cfg.get("throughput_every_n_steps", 20)),
+        ]
+        if every:  # mid-epoch resume points: last.ckpt refreshed every N optimizer steps
+            callbacks.append(
+                ModelCheckpoint(dirpath=ckpt_dir, every_n_train_steps=every, save_top_k=0, save_last=True)
+            )
+        resume = bool(cfg.get("ckpt_path"))
+        job_type = _job_type(self.model, self.subcommand)
+        parent = tracking.parent_run_info(getattr(self.model, "hparams", {}).get("init_from"))
+        if self.init_artifact:
+            parent["parent_artifact"] = self.init_artifact
+        callbacks.append(
+            RunRecord(
+                self.run_dir,
+                name=self.run_name,
+                group=cfg.get("group"),
+                tags=cfg.get("tags") or [],
+                job_type=job_type,
+                monitor=monitor,
+                sweep_id=cfg.get("sweep_id"),
+                sweep_params=cfg.get("sweep_params"),
+                mode=mode,
+                parent_run=getattr(self.model, "hparams", {}).get("init_from"),
+                extra={"datasets": list(getattr(self.datamodule, "datasets", []) or []), **parent},
+                resume=resume,
+            )
+        )
+        if cfg.get("media_every_n_val", 1) > 0:
+            callbacks.append(
+                ValidationMedia(cfg.get("media_every_n_val", 1), examples=cfg.get("media_examples", 2))
+            )
+        kwargs["default_root_dir"] = str(self.run_dir)
+        if trainer_cfg.get("logger") in (None, True):
+            # The CSV logger first: trainer.log_dir is its folder, where config.yaml is written.
+            kwargs["logger"] = [csv_logger(self.run_dir, resume=resume)]
+            # fast_dev_run replaces every logger with a dummy, so a W&B run would stay empty.
+            if (
+                self.subcommand != "predict"
+                and self.wandb_mode != "disabled"
+                and not trainer_cfg.get("fast_dev_run")
+            ):
+                kwargs["logger"].append(self._wandb_logger(cfg, job_type))
+                callbacks.append(
+                    tracking.WandbRunTracker(
+                        config=self._resolved_config(cfg),
+                        provenance={
+                            "job_type": job_type,
+                            "git": git_info(),
+                            "versions": package_versions(),
+                            **parent,
+                        },
+                        monitor=monitor,
+                        mode=mode,
+                        artifact=cfg.get("wandb_artifact", "auto"),
+                        use_artifact=self.init_artifact,
+                    )
+                )
+        existing = trainer_cfg.get("callbacks") or []
+        kwargs["callbacks"] = [*existing, *callbacks]
+        trainer = super().instantiate_trainer(**kwargs)
+        if isinstance(trainer.strategy, DeepSpeedStrategy) and isinstance(trainer.strategy.config, dict):
+            # Lightning reads the micro-batch size off a DataLoader's batch sampler; ours batches
+            # inside the stream, so tell DeepSpeed directly.
+            batch = getattr(getattr(self.datamodule, "hparams", {}), "get", lambda *_: None)("batch_size")
+            trainer.strategy.config.setdefault("train_micro_batch_size_per_gpu", batch or 1)
+        return trainer
+
+    def _wandb_logger(self, cfg: Any, job_type: str) -> tracking.RunWandbLogger:
+        if self.wandb_mode == "offline":
+            tracking.print_offline_hint(self.run_dir)
+        return tracking.wandb_logger(
+            self.run_dir,
+            mode=self.wandb_mode,
+            project=cfg.get("wandb_project") or "neurotrain",
+            entity=cfg.get("wandb_entity"),
+            name=self.run_name,
+            group=cfg.get("group"),
+            tags=cfg.get("tags") or [],
+            job_type=job_type,
+        )
+
+    def _resolved_config(self, cfg: Any) -> dict[str, Any]:
+        """The full config as config.yaml holds it (same parser dump), as plain nested data."""
+        return yaml.safe_load(self._parser(self.subcommand).dump(cfg, skip_none=False)) or {}
+
+    def before_fit(self) -> None:
+        _share_normalization(self.model, self.datamodule)
+
+    before_validate = before_test = before_predict = before_fit
+
+
+def run_lightning(argv: list[str]) -> int:
+    """Run one LightningCLI subcommand with ``argv`` (``["fit", "--config", …]``); exit code."""
+    try:
+        build_cli(argv)
+    except (
+        tracking.TrackingError
+    ) as exc:  # e.g. a W&B artifact named while offline: a message, not a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def build_cli(argv: list[str]) -> NeurotrainCLI:
+    """Parse ``argv``, build model, data and trainer, and run the subcommand; returns the CLI."""
+    strategies.register_strategies()
+    with warnings.catch_warnings():
+        # Called from Python (quickstart, tests) argv is not sys.argv, which LightningCLI warns about.
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+        return NeurotrainCLI(
+            model_class=pl.LightningModule,
+            subclass_mode_model=True,
+            datamodule_class=ShardDataModule,
+            args=argv,
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"prog": "neurotrain", "default_env": False},
+            auto_configure_optimizers=False,
+        )
+
+
+class _Parsed(Exception):
+    """Raised by the parse-only CLI right after parsing, carrying the config."""
+
+
+def parse_config(argv: list[str]) -> dict[str, Any]:
+    """Run the CLI's parser over ``argv`` (``["fit", "--config", …]``) and stop before building anything.
+
+    Returns the subcommand's config as nested dicts (``cfg["data"]["datasets"]``, ...). Errors are
+    the parser's own (an unknown option or a value of the wrong type), raised, never an exit.
+    """
+
+    class ParseOnly(NeurotrainCLI):
+        def before_instantiate_classes(self) -> None:
+            raise _Parsed(self.config[self.subcommand])
+
+    strategies.register_strategies()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*args parameter is intended.*")
+            ParseOnly(
+                model_class=pl.LightningModule,
+                subclass_mode_model=True,
+                datamodule_class=ShardDataModule,
+                args=argv,
+                seed_everything_default=False,
+                parser_kwargs={"prog": "neurotrain", "default_env": False, "exit_on_error": False},
+                auto_configure_optimizers=False,
+            )
+    except _Parsed as done:
+        return done.args[0].as_dict()
+    raise RuntimeError("the parser returned without reaching instantiation")
+
+
+def _default_run_name(cfg: Any) -> str:
+    configs = cfg.get("config") or []
+    stem = Path(str(configs[-1])).stem if configs else "run"
+    return f"{re.sub(r'[^A-Za-z0-9_.-]', '_', stem)}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _job_type(model: pl.LightningModule, subcommand: str | None) -> str:
+    if subcommand in ("validate", "test", "predict"):
+        return "eval"
+    if type(model).__name__ == "PretrainModule":
+        return "pretrain"
+    return "finetune"
+
+
+def _mode_for(metric: str) -> str:
+    return "min" if re.search(r"loss|error|mse|mae", metric) else "max"
+
+
+def _share_normalization(model: pl.LightningModule, datamodule: Any) -> None:
+    """A fine-tune applies the statistics its encoder was pretrained with, not its own data's.
+
+    ``init_from`` loads the pretraining run's normalisation into the module; the data module
+    then normalises every dataset with it (the first pretraining dataset's per-type table).
+    """
+    pretrained = getattr(model, "normalization", None)
+    if not pretrained or datamodule is None or not pretrained.get("datasets"):
+        return
+    table = pretrained["datasets"][0]
+    datamodule.normalization = {
+        "source": "init_from",
+        "datasets": [{**table, "path": str(d)} for d in getattr(datamodule, "datasets", [])],
+    }

@@ -1,0 +1,426 @@
+"""Sweep files in the W&B sweep schema: parse, validate against the run config, and turn into overrides.
+
+    spec = load_sweep("sweeps/eeg_pretrain.yaml")   # the file alone: keys, distributions, bounds
+    check_against_config(spec, extra=["--data.datasets=[shards/eeg]"])  # every parameter exists in the config
+    spec.trial_args({"model.lr": 3e-4})              # ["--model.lr=0.0003"]
+
+A file names its run config in ``command`` (W&B's own macro syntax, so ``wandb agent`` runs it too)::
+
+    command: [neurotrain, fit, --config, train/configs/eeg_pretrain.yaml, "${args}"]
+
+Parameters are LightningCLI keys; ``model.init_args.lr`` and ``model.lr`` are the same key and are passed
+as ``--model.lr=…``. W&B's nested form (``model: {parameters: {lr: …}}``) is flattened to ``model.lr``.
+Everything wrong with a file is reported at once, one ``key: reason`` line each, before any run starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from statistics import NormalDist
+from typing import Any
+
+import yaml
+
+from neurotrain.train.run.configs import shipped_config
+
+TOP_LEVEL_KEYS = {
+    "program",
+    "entity",
+    "project",
+    "description",
+    "name",
+    "method",
+    "metric",
+    "parameters",
+    "early_terminate",
+    "command",
+    "run_cap",
+}
+METHODS = ("grid", "random", "bayes")
+# distribution -> the bound keys it needs
+DISTRIBUTIONS: dict[str, tuple[str, ...]] = {
+    "constant": ("value",),
+    "categorical": ("values",),
+    "int_uniform": ("min", "max"),
+    "uniform": ("min", "max"),
+    "q_uniform": ("min", "max", "q"),
+    "log_uniform": ("min", "max"),  # W&B: min/max are natural logs of the bounds
+    "log_uniform_values": ("min", "max"),
+    "q_log_uniform_values": ("min", "max", "q"),
+    "inv_log_uniform_values": ("min", "max"),
+    "normal": ("mu", "sigma"),
+    "q_normal": ("mu", "sigma", "q"),
+    "log_normal": ("mu", "sigma"),
+}
+PARAM_KEYS = {"value", "values", "distribution", "min", "max", "mu", "sigma", "q", "probabilities"}
+GRID_DISTRIBUTIONS = ("constant", "categorical", "int_uniform", "q_uniform")
+CONFIG_SEARCH = ("train/configs",)
+
+
+class SweepError(ValueError):
+    """An invalid sweep file; ``problems`` holds one ``key: reason`` line per fault."""
+
+    def __init__(self, path: str | Path, problems: list[str]) -> None:
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"invalid sweep file {path}:\n{lines}")
+
+
+@dataclass
+class Param:
+    """One swept parameter: its CLI key (``model.lr``) and W&B distribution with bounds."""
+
+    key: str
+    distribution: str
+    spec: dict[str, Any]
+
+    def grid_values(self) -> list[Any]:
+        """The grid points (constant, categorical, int_uniform, q_uniform)."""
+        s, d = self.spec, self.distribution
+        if d == "constant":
+            return [s["value"]]
+        if d == "categorical":
+            return list(s["values"])
+        if d == "int_uniform":
+            return list(range(int(s["min"]), int(s["max"]) + 1))
+        n = int(math.floor((s["max"] - s["min"]) / s["q"] + 1e-9))
+        return [round(s["min"] + i * s["q"], 12) for i in range(n + 1)]
+
+    def suggest(self, trial: Any) -> Any:
+        """Draw this parameter's value from an Optuna trial (normal laws through their quantile)."""
+        s, d, k = self.spec, self.distribution, self.key
+        if d in ("constant", "categorical"):
+            return trial.suggest_categorical(k, self.grid_values())
+        if d == "int_uniform":
+            return trial.suggest_int(k, int(s["min"]), int(s["max"]))
+        if d == "uniform":
+            return trial.suggest_float(k, s["min"], s["max"])
+        if d == "q_uniform":
+            return trial.suggest_float(k, s["min"], s["max"], step=s["q"])
+        if d == "log_uniform":
+            return trial.suggest_float(k, math.exp(s["min"]), math.exp(s["max"]), log=True)
+        if d == "log_uniform_values":
+            return trial.suggest_float(k, s["min"], s["max"], log=True)
+        if d == "q_log_uniform_values":
+            return _quantize(trial.suggest_float(k, s["min"], s["max"], log=True), s["q"])
+        if d == "inv_log_uniform_values":
+            return 1.0 / trial.suggest_float(k, 1.0 / s["max"], 1.0 / s["min"], log=True)
+        # Optuna has no normal law: draw its quantile uniformly (exact for random search; TPE models u).
+        u = trial.suggest_float(f"{k}:quantile", 1e-6, 1 - 1e-6)
+        x = NormalDist(s["mu"], s["sigma"]).inv_cdf(u)
+        return _quantize(x, s["q"]) if d == "q_normal" else math.exp(x) if d == "log_normal" else x
+
+    def example_values(self) -> list[Any]:
+        """Values that must all parse as this key in the run config (type check before any run)."""
+        if self.distribution in GRID_DISTRIBUTIONS:
+            return self.grid_values()[:8]
+        s = self.spec
+        if "min" in s:
+            return [s["min"], s["max"]]
+        return [s["mu"]]
+
+
+@dataclass
+class SweepSpec:
+    """A parsed sweep file."""
+
+    path: Path
+    raw: dict[str, Any]
+    method: str
+    params: list[Param]
+    metric: str | None = None
+    goal: str = "minimize"
+    early_terminate: dict[str, Any] | None = None
+    run_cap: int | None = None
+    config: Path | None = None
+    command_args: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        """The sweep's name: the file stem (``eeg_pretrain``)."""
+        return self.path.stem
+
+    @property
+    def fingerprint(self) -> str:
+        """8 hex digits of the file's content, so the same file names the same study everywhere."""
+        blob = json.dumps(self.raw, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:8]
+
+    def grid_size(self) -> int:
+        n = 1
+        for p in self.params:
+            n *= len(p.grid_values())
+        return n
+
+    def grid_space(self) -> dict[str, list[Any]]:
+        return {p.key: p.grid_values() for p in self.params}
+
+    def base_args(self) -> list[str]:
+        """``fit --config CONFIG`` plus the literal arguments of ``command``."""
+        return ["fit", "--config", str(self.config), *self.command_args]
+
+    def trial_args(self, values: dict[str, Any]) -> list[str]:
+        return [override(k, v) for k, v in values.items()]
+
+
+def override(key: str, value: Any) -> str:
+    """``--key=value`` in the form LightningCLI parses (JSON for lists and dicts, lowercase booleans)."""
+    if isinstance(value, bool) or value is None or isinstance(value, list | dict):
+        text = json.dumps(value)
+    else:
+        text = str(value)
+    return f"--{cli_key(key)}={text}"
+
+
+def cli_key(key: str) -> str:
+    """``model.init_args.lr`` -> ``model.lr`` (the shorthand LightningCLI, compare and W&B share)."""
+    return ".".join(part for part in key.split(".") if part != "init_args")
+
+
+def load_sweep(path: str | Path) -> SweepSpec:
+    """Parse and check a sweep file on its own (keys, method, metric, distributions, bounds, config)."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise SweepError(path, [f"file: cannot read it as YAML ({exc})"]) from exc
+    if not isinstance(raw, dict):
+        raise SweepError(path, ["file: expected a mapping of sweep keys"])
+    problems: list[str] = []
+    for key in sorted(set(raw) - TOP_LEVEL_KEYS):
+        problems.append(f"{key}: unknown top-level key (allowed: {', '.join(sorted(TOP_LEVEL_KEYS))})")
+    method = raw.get("method")
+    if method not in METHODS:
+        problems.append(f"method: must be one of {', '.join(METHODS)}, got {method!r}")
+    metric, goal = _metric(raw.get("metric"), problems)
+    if method == "bayes" and not metric:
+        problems.append("metric: bayes search needs metric.name (what it optimises)")
+    params = _params(raw.get("parameters"), problems)
+    if method == "grid":
+        for p in params:
+            if p.distribution not in GRID_DISTRIBUTIONS:
+                problems.append(
+                    f"parameters.{p.key}: grid search needs values, value, int_uniform or q_uniform, "
+                    f"not {p.distribution}"
+                )
+    run_cap = raw.get("run_cap")
+    if run_cap is not None and (not isinstance(run_cap, int) or isinstance(run_cap, bool) or run_cap < 1):
+        problems.append(f"run_cap: must be a positive integer, got {run_cap!r}")
+    early = _early_terminate(raw.get("early_terminate"), problems)
+    if early and not metric:
+        problems.append("early_terminate: hyperband needs metric.name (the value it compares)")
+    config, extra = _command(raw, path, problems)
+    if problems:
+        raise SweepError(path, problems)
+    return SweepSpec(path, raw, method, params, metric, goal, early, run_cap, config, extra)
+
+
+def check_against_config(spec: SweepSpec, extra: list[str] = ()) -> dict[str, Any]:
+    """Parse the run config with every parameter's values through LightningCLI's parser (nothing built).
+
+    Returns the parsed config (the fit subcommand's namespace as a dict). A parameter the config does
+    not have, or a value of the wrong type, raises SweepError naming the key and the parser's reason.
+    """
+    from neurotrain.train.run.lightning_cli import parse_config
+
+    base = [*spec.base_args(), *extra]
+    try:
+        parsed = parse_config(base)
+    except Exception as exc:  # the config or the --set overrides themselves are wrong
+        raise SweepError(
+            spec.path, [f"command/--set: the run config does not parse: {_reason(exc)}"]
+        ) from exc
+    problems = []
+    for p in spec.params:
+        for value in p.example_values():
+            try:
+                parse_config([*base, override(p.key, value)])
+            except Exception as exc:
+                problems.append(f"parameters.{p.key}: {_reason(exc)} (value {value!r})")
+                break
+    if problems:
+        raise SweepError(spec.path, problems)
+    return parsed
+
+
+# helpers -------------------------------------------------------------------------------------------------
+
+
+def _metric(metric: Any, problems: list[str]) -> tuple[str | None, str]:
+    if metric is None:
+        return None, "minimize"
+    if not isinstance(metric, dict):
+        problems.append("metric: expected {name: ..., goal: minimize|maximize}")
+        return None, "minimize"
+    for key in sorted(set(metric) - {"name", "goal", "target"}):
+        problems.append(f"metric.{key}: unknown key (allowed: name, goal, target)")
+    goal = metric.get("goal", "minimize")
+    if goal not in ("minimize", "maximize"):
+        problems.append(f"metric.goal: must be minimize or maximize, got {goal!r}")
+    name = metric.get("name")
+    if not isinstance(name, str) or not name:
+        problems.append("metric.name: missing (e.g. val/loss)")
+        name = None
+    return name, goal
+
+
+def _params(tree: Any, problems: list[str], prefix: str = "") -> list[Param]:
+    if not isinstance(tree, dict) or not tree:
+        problems.append(f"{prefix or 'parameters'}: expected a non-empty mapping of parameters")
+        return []
+    out = []
+    for key, spec in tree.items():
+        full = cli_key(f"{prefix}.{key}" if prefix else str(key))
+        where = f"parameters.{full}"
+        if isinstance(spec, dict) and "parameters" in spec:  # W&B's nested form
+            out.extend(_params(spec["parameters"], problems, full))
+            continue
+        if not isinstance(spec, dict):
+            problems.append(f"{where}: expected a mapping such as {{values: [...]}} or {{min: .., max: ..}}")
+            continue
+        unknown = sorted(set(spec) - PARAM_KEYS)
+        if unknown:
+            problems.append(
+                f"{where}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(PARAM_KEYS))})"
+            )
+            continue
+        dist = spec.get("distribution") or _default_distribution(spec)
+        if dist not in DISTRIBUTIONS:
+            problems.append(f"{where}: unknown distribution {dist!r} (known: {', '.join(DISTRIBUTIONS)})")
+            continue
+        missing = [k for k in DISTRIBUTIONS[dist] if k not in spec]
+        if missing:
+            problems.append(f"{where}: distribution {dist} needs {', '.join(missing)}")
+            continue
+        problem = _bounds(dist, spec)
+        if problem:
+            problems.append(f"{where}: {problem}")
+            continue
+        out.append(Param(full, dist, dict(spec)))
+    keys = [p.key for p in out]
+    for dup in sorted({k for k in keys if keys.count(k) > 1}):
+        problems.append(f"parameters.{dup}: given twice (model.init_args.x and model.x are the same key)")
+    return out
+
+
+def _default_distribution(spec: dict[str, Any]) -> str | None:
+    """W&B's defaults: values -> categorical, value -> constant, int bounds -> int_uniform, else uniform."""
+    if "values" in spec:
+        return "categorical"
+    if "value" in spec:
+        return "constant"
+    if "min" in spec and "max" in spec:
+        ints = all(isinstance(spec[k], int) and not isinstance(spec[k], bool) for k in ("min", "max"))
+        return "int_uniform" if ints else "uniform"
+    return None
+
+
+def _bounds(dist: str, spec: dict[str, Any]) -> str | None:
+    if dist == "categorical" and (not isinstance(spec["values"], list) or not spec["values"]):
+        return "values must be a non-empty list"
+    if "min" in spec:
+        lo, hi = spec["min"], spec["max"]
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (lo, hi)):
+            return f"min and max must be numbers, got {lo!r} and {hi!r}"
+        if lo > hi:
+            return f"min ({lo}) > max ({hi})"
+        if dist.endswith("log_uniform_values") and lo <= 0:
+            return f"{dist} needs min > 0, got {lo}"
+        if dist == "int_uniform" and not (float(lo).is_integer() and float(hi).is_integer()):
+            return f"int_uniform needs integer min and max, got {lo} and {hi}"
+    if "q" in spec and not (isinstance(spec["q"], int | float) and spec["q"] > 0):
+        return f"q must be a positive number, got {spec['q']!r}"
+    if "sigma" in spec and not (isinstance(spec["sigma"], int | float) and spec["sigma"] > 0):
+        return f"sigma must be a positive number, got {spec['sigma']!r}"
+    return None
+
+
+def _early_terminate(early: Any, problems: list[str]) -> dict[str, Any] | None:
+    if early is None:
+        return None
+    if not isinstance(early, dict) or early.get("type") != "hyperband":
+        problems.append("early_terminate: only {type: hyperband, min_iter | max_iter + s, eta} is supported")
+        return None
+    for key in sorted(set(early) - {"type", "min_iter", "max_iter", "s", "eta", "strict"}):
+        problems.append(
+            f"early_terminate.{key}: unknown key (allowed: type, min_iter, max_iter, s, eta, strict)"
+        )
+    for key in ("min_iter", "max_iter", "s", "eta"):
+        value = early.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            problems.append(f"early_terminate.{key}: must be a positive integer, got {value!r}")
+    if early.get("min_iter") is None and (early.get("max_iter") is None or early.get("s") is None):
+        problems.append("early_terminate: hyperband needs min_iter, or max_iter and s")
+    if early.get("eta", 3) < 2:
+        problems.append("early_terminate.eta: must be at least 2")
+    return dict(early)
+
+
+def _command(raw: dict[str, Any], path: Path, problems: list[str]) -> tuple[Path | None, list[str]]:
+    """The run config named by ``--config`` in ``command``, and the command's other literal arguments."""
+    command = raw.get("command")
+    if not isinstance(command, list) or not all(isinstance(c, str) for c in command):
+        problems.append(
+            'command: expected a list such as [neurotrain, fit, --config, CONFIG.yaml, "${args}"]'
+        )
+        return None, []
+    args = list(command)
+    if "fit" not in args:
+        problems.append("command: must run `neurotrain fit` (sweeps train)")
+        return None, []
+    args = args[args.index("fit") + 1 :]
+    config, extra, i = None, [], 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--config" and i + 1 < len(args):
+            config, i = args[i + 1], i + 2
+            continue
+        if arg.startswith("--config="):
+            config = arg.split("=", 1)[1]
+        elif not re.fullmatch(r"\$\{\w+\}", arg):
+            extra.append(arg)
+        i += 1
+    if "${args}" not in command:
+        problems.append('command: must contain "${args}" (where the swept values go)')
+    if config is None:
+        problems.append("command: no --config CONFIG.yaml (the run config this sweep varies)")
+        return None, extra
+    found = _find_config(config, path)
+    if found is None:
+        problems.append(
+            f"command: config {config} not found (relative to the working folder or the repository)"
+        )
+    return found, extra
+
+
+def _find_config(name: str, sweep_file: Path) -> Path | None:
+    """The config as given (absolute or from the working folder), else beside the repo or package."""
+    candidates = [Path(name)]
+    for parent in sweep_file.resolve().parents:
+        candidates.append(parent / name)
+    candidates.append(shipped_config(Path(name).name))
+    return next((c.resolve() for c in candidates if c.is_file()), None)
+
+
+def _quantize(x: float, q: float) -> float:
+    return round(round(x / q) * q, 12)
+
+
+def _reason(exc: BaseException) -> str:
+    """The informative lines of a jsonargparse error (``Option 'x' is not accepted``, type mismatches)."""
+    text = str(exc)
+    keep = [
+        line.strip(" -")
+        for line in text.splitlines()
+        if re.search(r"not accepted|Expected|Parser key|does not|No action|Unrecognized|not found", line)
+        and "Union subtypes" not in line
+        and "NoneType" not in line
+    ]
+    if any("not accepted" in line or "Unrecognized" in line or "No action" in line for line in keep):
+        return "the run config has no such option: " + "; ".join(keep)
+    return "; ".join(keep) or text.strip().splitlines()[0][:300]
