@@ -17,18 +17,19 @@ from torchmetrics.classification import (
 )
 from torchmetrics.regression import PearsonCorrCoef, R2Score
 
+from neurotrain.models.metric_names import CLASSIFICATION_METRICS
+
 
 def classification_metrics(num_classes: int, prefix: str = "") -> MetricCollection:
     """Update with (probabilities [N, K], labels [N]); keys ``{prefix}balanced_accuracy`` etc."""
+    metrics = {
+        "balanced_accuracy": MulticlassAccuracy(num_classes, average="macro"),
+        "kappa": MulticlassCohenKappa(num_classes),
+        "f1_weighted": MulticlassF1Score(num_classes, average="weighted"),
+        "auroc": MulticlassAUROC(num_classes, average="macro"),
+    }
     return MetricCollection(
-        {
-            "balanced_accuracy": MulticlassAccuracy(num_classes, average="macro"),
-            "kappa": MulticlassCohenKappa(num_classes),
-            "f1_weighted": MulticlassF1Score(num_classes, average="weighted"),
-            "auroc": MulticlassAUROC(num_classes, average="macro"),
-        },
-        prefix=prefix,
-        compute_groups=False,
+        {k: metrics[k] for k in CLASSIFICATION_METRICS}, prefix=prefix, compute_groups=False
     )
 
 

@@ -22,12 +22,11 @@ from neurotrain.train.tracking.run_record import read_summary
 from neurotrain.train.tracking.wandb_run import (
     TrackingError,
     WandbRunTracker,
-    is_logged_in,
     parent_run_info,
     resolve_init_from,
-    resolve_mode,
     wandb_logger,
 )
+from neurotrain.train.tracking.wandb_server import is_logged_in, resolve_mode
 
 WANDB = Path(sys.executable).with_name("wandb")
 

@@ -1,21 +1,31 @@
-"""Small file helpers shared by the shard writer, the manifest and checkpoints.
+"""Writing and checking files: the one home of atomic writes and sha256 for every layer.
 
 Everything that lands on disk is written under a temporary name in the same folder and then
 renamed: a rename within one filesystem is atomic, so a reader sees either the old file or the
-complete new one, never a partial write.
+complete new one, never a partial write, and an interrupted write leaves nothing behind.
+
+    with atomic_path(out) as tmp:          # a library that writes by path (safetensors, savefig)
+        save_file(tensors, str(tmp))
+    atomic_write_json(path, manifest)      # canonical JSON: sorted keys, equal content -> equal bytes
+    atomic_write_text(path, html)
+    sha256_file(path)
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+CHUNK = 1 << 22  # 4 MiB
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+
+def sha256_file(path: str | os.PathLike, chunk: int = CHUNK) -> str:
     """Hex sha256 of a file, read in 4 MiB chunks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -24,34 +34,56 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder, then rename."""
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, fsync: bool = True) -> Iterator[Path]:
+    """A temporary path next to ``path``; renamed to ``path`` when the block ends without error.
+
+    The temporary file gets the permissions a plain ``open`` would give (``0o666 & ~umask``) and is
+    removed when the block raises. ``fsync`` flushes it to disk before the rename.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        yield tmp
+        if fsync:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder, then rename."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write UTF-8 ``text`` to ``path`` atomically."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def dumps_json(obj: Any, *, sort_keys: bool = True, indent: int = 1, default: Any = None) -> str:
+    """JSON text ending in a newline, NaN refused; sorted keys (the default) make it canonical,
+    so equal content gives equal bytes. ``default`` converts values JSON has no type for."""
+    text = json.dumps(
+        obj, indent=indent, sort_keys=sort_keys, ensure_ascii=False, allow_nan=False, default=default
+    )
+    return text + "\n"
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, **dumps: Any) -> None:
+    """Write ``obj`` as JSON (canonical unless ``dumps`` says otherwise, see `dumps_json`), atomically."""
+    atomic_write_bytes(path, dumps_json(obj, **dumps).encode("utf-8"))
 
 
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
-
-
-def dumps_json(obj: Any) -> str:
-    """Canonical JSON (sorted keys, fixed indentation) so equal content gives equal bytes."""
-    return json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
-
-
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Write ``obj`` as canonical JSON, atomically."""
-    atomic_write_bytes(path, dumps_json(obj).encode("utf-8"))

@@ -125,7 +125,7 @@ def _choose_backend(args: argparse.Namespace) -> str:
     """``auto``: wandb when W&B is online (logged in, WANDB_MODE not offline/disabled), else local."""
     if args.backend != "auto":
         return args.backend
-    from neurotrain.train.tracking.wandb_run import resolve_mode
+    from neurotrain.train.tracking.wandb_server import resolve_mode
 
     mode = resolve_mode()
     if mode == "online":

@@ -93,7 +93,7 @@ def run_wandb(
 
 def check_wandb(timeout_s: float = 30.0, env: dict[str, str] | None = None) -> str:
     """The W&B server URL when a key exists and the server accepts a connection; else WandbUnavailable."""
-    from neurotrain.train.tracking.wandb_run import is_logged_in
+    from neurotrain.train.tracking.wandb_server import is_logged_in
 
     env = dict(os.environ if env is None else env)
     mode = (env.get("WANDB_MODE") or "").lower()

@@ -13,15 +13,12 @@ the command fails with a message instead of hanging; the runs stay on disk for a
 from __future__ import annotations
 
 import argparse
-import os
-import socket
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from urllib.parse import urlparse
 
-DEFAULT_BASE_URL = "https://api.wandb.ai"
+from neurotrain.train.tracking.wandb_server import probe, server_url
 
 
 def find_offline_runs(folder: str | Path, include_synced: bool = False) -> list[Path]:
@@ -46,7 +43,7 @@ def sync_runs(
     probe_timeout_s: float = 5.0,
 ) -> int:
     """Run ``wandb sync`` on ``runs``; returns its exit code, or 1 when the server cannot be reached."""
-    base_url = os.environ.get("WANDB_BASE_URL", DEFAULT_BASE_URL)
+    base_url = server_url()
     problem = probe(base_url, probe_timeout_s)
     if problem:
         print(
@@ -63,20 +60,6 @@ def sync_runs(
             f"error: wandb sync did not finish within {timeout_s:.0f} s; re-run to resume.", file=sys.stderr
         )
         return 1
-
-
-def probe(base_url: str, timeout_s: float) -> str | None:
-    """None when a TCP connection to the server opens within ``timeout_s``; else why not."""
-    parsed = urlparse(base_url)
-    host = parsed.hostname
-    if not host:
-        return f"not a URL: {base_url!r}"
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    try:
-        with socket.create_connection((host, port), timeout=timeout_s):
-            return None
-    except OSError as exc:
-        return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def add_sync_parser(sub: argparse._SubParsersAction) -> None:

@@ -21,13 +21,11 @@ the run folder and a second copy would only fill the disk. A fine-tune names it 
 
 from __future__ import annotations
 
-import netrc
 import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlparse
 
 import pytorch_lightning as pl
 from lightning_fabric.loggers.logger import rank_zero_experiment
@@ -37,11 +35,10 @@ from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities.rank_zero import rank_zero_only, rank_zero_warn
 
 from neurotrain.train.tracking.run_record import read_summary
+from neurotrain.train.tracking.wandb_server import WandbMode
 
-WandbMode = Literal["online", "offline", "disabled"]
 ArtifactPolicy = Literal["auto", "file", "reference", "none"]
 WANDB_PREFIX = "wandb:"
-DEFAULT_BASE_URL = "https://api.wandb.ai"
 # wandb.init waits 90 s by default for its service; online with a dead network that is too long, and
 # offline the wait is local only, so a shorter bound costs nothing.
 INIT_TIMEOUT_S = 30.0
@@ -49,37 +46,6 @@ INIT_TIMEOUT_S = 30.0
 
 class TrackingError(RuntimeError):
     """A W&B request that cannot be served (e.g. an artifact named while offline)."""
-
-
-def resolve_mode(env: Mapping[str, str] | None = None) -> WandbMode:
-    """``WANDB_MODE`` when set (``dryrun`` = offline, ``run`` = online); else online iff logged in."""
-    env = os.environ if env is None else env
-    raw = (env.get("WANDB_MODE") or "").strip().lower()
-    if raw in ("offline", "dryrun"):
-        return "offline"
-    if raw in ("online", "run"):
-        return "online"
-    if raw == "disabled" or (env.get("WANDB_DISABLED") or "").lower() in ("true", "1", "yes"):
-        return "disabled"
-    return "online" if is_logged_in(env) else "offline"
-
-
-def is_logged_in(env: Mapping[str, str] | None = None) -> bool:
-    """Whether W&B credentials exist locally (API key, identity token, netrc entry); no network call.
-
-    The key is not validated (that needs the server); a wrong key shows up as an online init failure,
-    which `RunWandbLogger` answers by falling back to offline.
-    """
-    env = os.environ if env is None else env
-    if env.get("WANDB_API_KEY") or env.get("WANDB_IDENTITY_TOKEN_FILE"):
-        return True
-    host = urlparse(env.get("WANDB_BASE_URL") or DEFAULT_BASE_URL).hostname or ""
-    path = Path(env["NETRC"]) if env.get("NETRC") else Path.home() / ".netrc"
-    try:
-        entry = netrc.netrc(str(path)).authenticators(host)
-    except (OSError, netrc.NetrcParseError):
-        return False
-    return bool(entry and entry[2])
 
 
 def wandb_logger(
