@@ -23,7 +23,7 @@ from test_run_record import csv_column, train_run
 
 from neurotrain.train.report.compare import add_compare_parser, build_report
 from neurotrain.train.report.runs import CompareError, resolve_status
-from neurotrain.train.tracking.run_record import read_summary, write_json_atomic
+from neurotrain.train.tracking.run_record import read_summary, write_summary
 from neurotrain.train.tracking.sync import add_sync_parser, find_offline_runs, sync_runs
 
 LRS = (0.3, 0.1, 0.03)
@@ -171,7 +171,7 @@ def test_killed_run_shows_as_crashed_killed(runs_root: Path, tmp_path: Path) -> 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     summary.update(status="running", finished=None, name="killed", pid=dead.pid)
-    write_json_atomic(killed / "summary.json", summary)
+    write_summary(killed, summary)
     assert resolve_status(summary)[0] == "crashed/killed"
     summary.update(host="another-host", heartbeat="2020-01-01T00:00:00+00:00")
     assert resolve_status(summary)[0] == "crashed/killed"

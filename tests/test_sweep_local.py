@@ -151,7 +151,7 @@ def test_pruned_trial_stops_its_run_and_is_recorded_as_pruned(
     import torch
 
     from neurotrain.train.sweeps import local as sweep_local
-    from neurotrain.train.tracking.run_record import write_json_atomic
+    from neurotrain.train.tracking.run_record import write_summary
 
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     always = optuna.pruners.ThresholdPruner(upper=1.0)  # a loss above 1 is pruned at once
@@ -173,9 +173,7 @@ def test_pruned_trial_stops_its_run_and_is_recorded_as_pruned(
     assert trainer.should_stop  # the run ends early, as a normal finished fit
     run = tmp_path / "run"
     run.mkdir()
-    write_json_atomic(
-        run / "summary.json", {"status": "finished", "monitor": {"name": "val/loss", "best": 2.5}}
-    )
+    write_summary(run, {"status": "finished", "monitor": {"name": "val/loss", "best": 2.5}})
 
     runner = sweep_local._Runner(
         load_sweep(SWEEPS / "eeg_pretrain.yaml"), study, url, tmp_path, tmp_path, [], "s", 1

@@ -49,6 +49,8 @@ from pytorch_lightning.loggers import CSVLogger, WandbLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.utilities.rank_zero import rank_zero_warn
 
+from neurotrain.datamodules.io.files import atomic_write_json
+
 SCHEMA_VERSION = 1
 SUMMARY_FILE = "summary.json"
 METRICS_FILE = "metrics.csv"
@@ -250,7 +252,7 @@ class RunRecord(Callback):
             checkpoint=_checkpoint_paths(trainer),
         )
         try:
-            write_json_atomic(self.summary_path, s)
+            write_summary(self.run_dir, s)
         except OSError as exc:  # a full disk must not end a long training; the next write retries
             rank_zero_warn(f"could not write {self.summary_path}: {exc}")
 
@@ -258,6 +260,11 @@ class RunRecord(Callback):
 def find_run_record(trainer: pl.Trainer) -> RunRecord | None:
     """The trainer's RunRecord callback, so models can find ``media_dir`` without knowing the CLI."""
     return next((cb for cb in trainer.callbacks if isinstance(cb, RunRecord)), None)
+
+
+def write_summary(run_dir: str | Path, summary: dict[str, Any]) -> None:
+    """Write ``summary.json`` atomically, keys in the order the record builds them."""
+    atomic_write_json(Path(run_dir) / SUMMARY_FILE, summary, sort_keys=False, indent=2, default=str)
 
 
 def read_summary(run_dir: str | Path) -> dict[str, Any] | None:
@@ -324,16 +331,6 @@ class _RunMetricsWriter(ExperimentWriter):
         else:
             rank_zero_warn(f"{self.metrics_file_path} exists and is replaced by this run's metrics")
             self._fs.rm_file(self.metrics_file_path)
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON through a temporary file and ``os.replace``, so readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as fh:
-        json.dump(data, fh, indent=2, default=str, allow_nan=False)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _checkpoint_paths(trainer: pl.Trainer) -> dict[str, str | None] | None:
