@@ -26,8 +26,8 @@ def run(epochs: int, windows: int, cache_gb: float) -> tuple[float, dict, int]:
     import torch
     from torch.utils.data import DataLoader
 
-    from neurotrain.models.lightning_modules import ClassifierModule
-    from neurotrain.models.registry import synthetic_signal_batch
+    from neurotrain.models.modules import ClassifierModule
+    from neurotrain.models.synthetic import synthetic_signal_batch
 
     torch.manual_seed(0)
     model = ClassifierModule(
@@ -35,7 +35,7 @@ def run(epochs: int, windows: int, cache_gb: float) -> tuple[float, dict, int]:
         encoder={"size": "tiny", "dim": 128, "depth": 4, "heads": 4, "patch_size": 64},
         linear_probe=True,
         pooling="virtual",
-        lr=1e-2,
+        optimizer={"lr": 1e-2},
         probe_cache_gb=cache_gb,
     )
     batches = []

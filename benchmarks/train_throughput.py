@@ -27,7 +27,7 @@ WARMUP = 3
 
 
 def batches(size: str, n: int, seed: int = 0) -> list[dict]:
-    from neurotrain.models.registry import synthetic_signal_batch
+    from neurotrain.models.synthetic import synthetic_signal_batch
 
     b, c, t, _ = SHAPES[size]
     return [synthetic_signal_batch(batch_size=b, channels=c, samples=t, seed=seed + i) for i in range(n)]
@@ -37,12 +37,12 @@ def run_one(size: str, mode: str, steps: int) -> dict:
     import pytorch_lightning as pl
     import torch
 
-    from neurotrain.models.lightning_modules import PretrainModule
+    from neurotrain.models.modules import PretrainModule
 
     torch.manual_seed(0)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     patch = SHAPES[size][3]
-    module = PretrainModule(encoder={"size": size, "patch_size": patch}, lr=1e-4)
+    module = PretrainModule(encoder={"size": size, "patch_size": patch}, optimizer={"lr": 1e-4})
     data = batches(size, steps + WARMUP)
     tokens = sum(int(b["channel_mask"].sum()) * (b["signal"].shape[-1] // patch) for b in data[WARMUP:])
 

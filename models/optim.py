@@ -1,4 +1,9 @@
-"""Optimizer parameter groups (weight decay split, layer-wise lr decay) and the warmup-cosine schedule.
+"""The optimiser settings (`OptimizerConfig`), parameter groups and the warmup-cosine schedule.
+
+Every module trains with AdamW over `param_groups` (weight decay split, layer-wise lr decay),
+stepped by `warmup_cosine`; `OptimizerConfig` is the one typed group of its settings, configured
+as ``model.init_args.optimizer: {lr: 1.0e-3, weight_decay: 0.05, warmup_steps: 50}`` (or
+``--model.optimizer.lr=3e-4``) for every module alike.
 
 Layer-wise lr decay (BEiT, MAE fine-tuning): the parameters of encoder layer ``i`` of ``L`` train at
 ``lr * decay ** (L + 1 - i)``, so the embeddings (layer 0) move least and the head (layer L + 1)
@@ -9,10 +14,46 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
+
+
+@dataclass
+class OptimizerConfig:
+    """AdamW with a linear warmup and a cosine decay, the same for every module.
+
+    Args:
+        lr: peak learning rate (reached after ``warmup_steps``).
+        weight_decay: AdamW weight decay of weight matrices (biases and norms get none).
+        warmup_steps: optimizer steps of linear warmup from ~0 to ``lr``.
+        min_lr_ratio: the cosine ends at ``min_lr_ratio * lr`` at the run's last step.
+        betas: AdamW's moment coefficients.
+    """
+
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.95)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (lists, numbers), as saved in hyperparameters and checkpoints."""
+        out = asdict(self)
+        out["betas"] = list(self.betas)
+        return out
+
+
+def optimizer_config(value: OptimizerConfig | dict | None) -> OptimizerConfig:
+    """An `OptimizerConfig` from itself, a dict (saved hyperparameters) or None (the defaults)."""
+    if value is None:
+        return OptimizerConfig()
+    if isinstance(value, dict):
+        return OptimizerConfig(**{**value, "betas": tuple(value.get("betas", (0.9, 0.95)))})
+    return value
 
 
 def param_groups(

@@ -9,18 +9,19 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from jsonargparse import ArgumentParser
+from model_registry import get_entry, get_model, list_models, register
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 
 from neurotrain.models.image_encoder import ImageEncoder
-from neurotrain.models.lightning_modules import (
+from neurotrain.models.modules import (
     AlignmentModule,
     ClassifierModule,
     PretrainModule,
     RegressorModule,
 )
-from neurotrain.models.registry import get_entry, get_model, list_models, register, synthetic_signal_batch
 from neurotrain.models.signal_encoder import SignalEncoder, SignalEncoderConfig
+from neurotrain.models.synthetic import synthetic_signal_batch
 
 TINY = {"size": "tiny", "patch_size": 16}
 
@@ -84,10 +85,10 @@ def test_every_registered_module_is_configurable_by_jsonargparse(name: str) -> N
     parser = ArgumentParser(exit_on_error=False)
     parser.add_class_arguments(get_entry(name).factory, "model")
     config = parser.parse_args(
-        ["--model.encoder.size=tiny", "--model.encoder.patch_size=16", "--model.lr=0.0003"]
+        ["--model.encoder.size=tiny", "--model.encoder.patch_size=16", "--model.optimizer.lr=0.0003"]
     )
     model = parser.instantiate(config).model
-    assert model.lr == pytest.approx(3e-4)
+    assert model.optimizer_config.lr == pytest.approx(3e-4)
     assert model.encoder.config.patch_size == 16
     assert model.hparams["encoder"]["patch_size"] == 16
 
@@ -169,7 +170,7 @@ def test_regressor_accepts_multi_output_labels(tmp_path: Path) -> None:
 
 def test_linear_probe_leaves_the_encoder_unchanged(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    model = ClassifierModule(num_classes=2, encoder=TINY, linear_probe=True, lr=1e-2)
+    model = ClassifierModule(num_classes=2, encoder=TINY, linear_probe=True, optimizer={"lr": 1e-2})
     encoder_before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
     head_before = {k: v.clone() for k, v in model.head.state_dict().items()}
     run = trainer(tmp_path, max_steps=3, limit_val_batches=0)
@@ -183,7 +184,9 @@ def test_linear_probe_leaves_the_encoder_unchanged(tmp_path: Path) -> None:
 
 def test_attention_pooling_ignores_padding_and_trains_with_a_frozen_encoder(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    model = ClassifierModule(num_classes=2, encoder=TINY, pooling="attention", linear_probe=True, lr=1e-2)
+    model = ClassifierModule(
+        num_classes=2, encoder=TINY, pooling="attention", linear_probe=True, optimizer={"lr": 1e-2}
+    )
     batch = synthetic_signal_batch(4, labels="class")
     batch["channel_mask"][:, -2:] = False  # the last two slots are padding
     padded = {**batch, "signal": batch["signal"].clone()}
@@ -201,7 +204,7 @@ def test_attention_pooling_ignores_padding_and_trains_with_a_frozen_encoder(tmp_
 
 
 def test_fine_tuning_uses_layer_decay_in_the_optimizer(tmp_path: Path) -> None:
-    model = ClassifierModule(num_classes=2, encoder=TINY, layer_decay=0.5, lr=1.0)
+    model = ClassifierModule(num_classes=2, encoder=TINY, layer_decay=0.5, optimizer={"lr": 1.0})
     run = trainer(tmp_path, max_steps=1, limit_val_batches=0)
     run.fit(model, loader(lambda n: synthetic_signal_batch(n, labels="class"), n_batches=1))
     lr_of = {name: group["lr_scale"] for group in run.optimizers[0].param_groups for name in group["names"]}

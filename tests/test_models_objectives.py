@@ -19,8 +19,8 @@ from neurotrain.models.objectives import (
     topk_retrieval_accuracy,
 )
 from neurotrain.models.optim import param_groups, warmup_cosine
-from neurotrain.models.registry import synthetic_signal_batch
 from neurotrain.models.signal_encoder import SignalEncoder
+from neurotrain.models.synthetic import synthetic_signal_batch
 
 
 @pytest.fixture

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from neurotrain.models.lightning_modules import ClassifierModule
+from neurotrain.models.modules import ClassifierModule
 from neurotrain.models.pooling import VirtualChannelPool, hemisphere
-from neurotrain.models.registry import synthetic_signal_batch
+from neurotrain.models.synthetic import synthetic_signal_batch
 
 TINY = {"size": "tiny", "patch_size": 16}
 
@@ -109,7 +109,7 @@ def test_classifier_with_virtual_pooling_trains_its_head_at_head_lr() -> None:
         pooling="virtual",
         pooling_options={"channels": 8, "features": 4},
         head_lr=0.5,
-        lr=1e-3,
+        optimizer={"lr": 1e-3},
         layer_decay=0.5,
     )
     assert model.head.net[-1].in_features == model.pool.out_dim == 8 * 16 * 4

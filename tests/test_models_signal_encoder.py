@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from neurotrain.models.registry import synthetic_signal_batch
 from neurotrain.models.signal_encoder import SIZES, SignalEncoder, SignalEncoderConfig, masked_mean
+from neurotrain.models.synthetic import synthetic_signal_batch
 from neurotrain.models.volume_encoder import VolumeEncoder
 
 

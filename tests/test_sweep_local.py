@@ -53,7 +53,7 @@ def study_of(file: Path, root: Path, storage: str | None = None) -> optuna.Study
     return optuna.load_study(study_name=f"{spec.name}-{spec.fingerprint}", storage=url)
 
 
-def grid_file(tmp_path: Path, name: str, values: str, key: str = "model.lr") -> Path:
+def grid_file(tmp_path: Path, name: str, values: str, key: str = "model.optimizer.lr") -> Path:
     path = tmp_path / f"{name}.yaml"
     path.write_text(
         f"method: grid\nmetric: {{name: val/loss, goal: minimize}}\n"
@@ -85,7 +85,11 @@ def test_shipped_sweep_end_to_end_with_two_workers(eeg_shards: Path, tmp_path: P
         summary = read_summary(run)
         assert summary["status"] == "finished" and summary["group"] == study.study_name
         assert summary["sweep"]["sweep_id"] == study.study_name
-        assert set(summary["sweep"]["params"]) == {"model.lr", "model.mask_ratio", "model.encoder.depth"}
+        assert set(summary["sweep"]["params"]) == {
+            "model.optimizer.lr",
+            "model.mask_ratio",
+            "model.encoder.depth",
+        }
         assert summary["wandb"]["mode"] == "offline"  # each trial its own (offline) W&B run
         pids.add(summary["pid"])
     assert len(pids) == 4
@@ -137,7 +141,7 @@ def test_sigkilled_sweep_continues_on_restart(eeg_shards: Path, tmp_path: Path) 
     assert killed.number == 1 and "died while this trial ran" in killed.user_attrs["error"]
     retry = next(t for t in trials if t.system_attrs.get("failed_trial") == 1)
     assert retry.params == killed.params and retry.state.name == "COMPLETE"
-    done = sorted(t.params["model.lr"] for t in trials if t.state.name == "COMPLETE")
+    done = sorted(t.params["model.optimizer.lr"] for t in trials if t.state.name == "COMPLETE")
     assert done == [0.001, 0.002, 0.003]  # every grid point once: none lost, none repeated
     assert read_summary(second_run)["status"] in ("interrupted", "crashed", "running")
 

@@ -124,7 +124,7 @@ def test_two_agents_share_one_study_through_postgres(
     study = study_of(file, tmp_path, storage=postgres_url)
     trials = study.get_trials()
     assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 3  # the grid once, not twice
-    assert sorted(t.params["model.lr"] for t in trials) == [0.001, 0.002, 0.003]
+    assert sorted(t.params["model.optimizer.lr"] for t in trials) == [0.001, 0.002, 0.003]
     assert len({t.user_attrs["sweep_pid"] for t in trials}) == 2  # both agents ran trials of the one study
     runs = [p for m in ("m0", "m1") for p in (tmp_path / m).iterdir() if p.name != "sweeps"]
     assert len(runs) == 3 and all(read_summary(r)["status"] == "finished" for r in runs)

@@ -25,9 +25,9 @@ def test_every_shipped_sweep_validates(path: Path) -> None:
 def test_shipped_sweeps_are_the_ones_the_issue_names() -> None:
     pre, ft = load_sweep(SWEEPS / "eeg_pretrain.yaml"), load_sweep(SWEEPS / "eeg_finetune.yaml")
     assert pre.method == "bayes" and pre.early_terminate["type"] == "hyperband"
-    assert {p.key for p in pre.params} == {"model.lr", "model.mask_ratio", "model.encoder.depth"}
+    assert {p.key for p in pre.params} == {"model.optimizer.lr", "model.mask_ratio", "model.encoder.depth"}
     assert ft.method == "grid" and ft.grid_size() == 12
-    assert {p.key for p in ft.params} == {"model.lr", "model.linear_probe", "model.layer_decay"}
+    assert {p.key for p in ft.params} == {"model.optimizer.lr", "model.linear_probe", "model.layer_decay"}
 
 
 def _write(tmp_path: Path, body: str) -> Path:
@@ -73,7 +73,7 @@ def test_parameter_the_config_lacks_is_refused_before_any_run(
 ) -> None:
     path = _write(
         tmp_path,
-        "method: random\nparameters:\n  model.init_args.lr: {values: [0.001]}\n"
+        "method: random\nparameters:\n  model.init_args.optimizer.lr: {values: [0.001]}\n"
         "  model.no_such_knob: {values: [1, 2]}\n  model.mask_ratio: {values: [fast]}\n",
     )
     spec = load_sweep(path)
@@ -82,7 +82,7 @@ def test_parameter_the_config_lacks_is_refused_before_any_run(
     text = str(err.value)
     assert "parameters.model.no_such_knob: the run config has no such option" in text
     assert "parameters.model.mask_ratio:" in text and "fast" in text  # a value of the wrong type
-    assert "model.lr" not in text  # model.init_args.lr is model.lr and exists
+    assert "model.optimizer.lr" not in text  # model.init_args.optimizer.lr is model.optimizer.lr and exists
     root = tmp_path / "runs"
     assert sweep_main([str(path), "--backend", "local", "--root", str(root), "--count", "1"]) == 2
     assert "no_such_knob" in capsys.readouterr().err

@@ -76,7 +76,7 @@ def offline_runs(eeg_shards: Path, tmp_path_factory: pytest.TempPathFactory) -> 
                 "--trainer.limit_val_batches=2",
                 "--trainer.log_every_n_steps=2",
                 "--data.batch_size=8",
-                "--model.lr=0.0007",
+                "--model.optimizer.lr=0.0007",
                 "--throughput_every_n_steps=2",
                 "--group=g1",
                 "--tags=[a,b]",
@@ -109,7 +109,7 @@ def test_pretrain_offline_run_reads_back_with_wandb_cli(offline_runs: Path) -> N
     assert local["wandb"]["mode"] == "offline"
     # the resolved CLI config, overrides included, not just the module's hparams
     cfg = wb["config"]
-    assert cfg["model"]["init_args"]["lr"] == pytest.approx(7e-4)
+    assert cfg["model"]["init_args"]["optimizer"]["lr"] == pytest.approx(7e-4)
     assert cfg["data"]["window_seconds"] == 2.0
     assert cfg["trainer"]["max_steps"] == 4 and cfg["group"] == "g1" and cfg["tags"] == ["a", "b"]
     prov = cfg["neurotrain"]

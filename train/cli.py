@@ -3,7 +3,7 @@
     neurotrain shard SOURCE... --out DIR     raw recordings -> sharded WebDataset + manifest
     neurotrain inspect DIR [--verify]        summary of a shard dataset; re-hash its shards
     neurotrain fetch NAME...                 fetch an example dataset into the cache
-    neurotrain fit|validate|test|predict     LightningCLI: --config train/configs/X.yaml --model.lr=…
+    neurotrain fit|validate|test|predict     LightningCLI: --config train/configs/X.yaml --model.optimizer.lr=…
     neurotrain export CKPT --out F           DeepSpeed or plain checkpoint -> one .safetensors
     neurotrain compare RUN_OR_FOLDER... --out F  one HTML dashboard of many runs
     neurotrain sync [FOLDER]                     upload offline W&B runs (wandb sync)

@@ -1,6 +1,6 @@
 """``neurotrain fit | validate | test | predict``: LightningCLI over our modules and ShardDataModule.
 
-Every class signature is the config schema, so a shipped YAML plus ``--model.lr=3e-4`` style
+Every class signature is the config schema, so a shipped YAML plus ``--model.optimizer.lr=3e-4`` style
 overrides (what W&B sweeps pass) configure a run with no glue::
 
     neurotrain fit --config train/configs/eeg_pretrain.yaml --run_name pre1

@@ -1,4 +1,10 @@
-"""Models by name: encoders and LightningModules, each with a tiny configuration and a synthetic batch.
+"""Test registry: every encoder and LightningModule by name, each with a tiny configuration and a batch.
+
+The product names models by their config ``class_path``; this registry exists so tests are
+parametrised over every model (``test_models_modules.py``): registering one is enough to get it
+built tiny and run forward/backward.
+
+Models by name: encoders and LightningModules, each with a tiny configuration and a synthetic batch.
 
 ``get_model("classifier", num_classes=3)`` builds one; ``list_models()`` names them all. Every entry
 carries ``tiny`` (constructor overrides small enough for CI) and ``example_batch`` (a synthetic
@@ -18,15 +24,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from neurotrain.datamodules.format.channel_types import TYPE_INDEX
 from neurotrain.models.image_encoder import ImageEncoder
-from neurotrain.models.lightning_modules import (
+from neurotrain.models.modules import (
     AlignmentModule,
     ClassifierModule,
     PretrainModule,
     RegressorModule,
 )
 from neurotrain.models.signal_encoder import SignalEncoder
+from neurotrain.models.synthetic import synthetic_signal_batch
 from neurotrain.models.volume_encoder import VolumeEncoder
 
 
@@ -74,38 +80,6 @@ def get_entry(name: str) -> ModelEntry:
 
 def list_models(kind: str | None = None) -> list[str]:
     return sorted(name for name, entry in _REGISTRY.items() if kind is None or entry.kind == kind)
-
-
-def synthetic_signal_batch(
-    batch_size: int = 2,
-    channels: int = 6,
-    samples: int = 128,
-    sfreq: float = 128.0,
-    labels: str | None = None,
-    seed: int = 0,
-) -> dict[str, Tensor]:
-    """A batch in the data contract: the last sample has two padding channels and one channel
-    without a position. ``labels``: None, ``"class"`` (int64 [B], 2 classes) or ``"value"`` (float [B]).
-    """
-    g = torch.Generator().manual_seed(seed)
-    channel_mask = torch.ones(batch_size, channels, dtype=torch.bool)  # [B, C]
-    channel_mask[-1, -2:] = False
-    position_mask = channel_mask.clone()
-    position_mask[-1, 0] = False
-    positions = torch.randn(batch_size, channels, 3, generator=g) * 0.08 * position_mask[..., None]
-    batch = {
-        "signal": torch.randn(batch_size, channels, samples, generator=g) * channel_mask[..., None],
-        "channel_mask": channel_mask,
-        "positions": positions,
-        "position_mask": position_mask,
-        "channel_types": torch.where(channel_mask, TYPE_INDEX["eeg"], 0),
-        "sfreq": torch.full((batch_size,), sfreq),
-    }
-    if labels == "class":
-        batch["labels"] = torch.arange(batch_size) % 2
-    elif labels == "value":
-        batch["labels"] = torch.randn(batch_size, generator=g)
-    return batch
 
 
 def _image_batch(batch_size: int) -> dict[str, Tensor]:
