@@ -18,7 +18,7 @@ from neurotrain.datamodules.loading.datamodule import ShardDataModule
 from neurotrain.datamodules.loading.images import IMAGENET_MEAN, IMAGENET_STD
 from neurotrain.datamodules.sharding import shard_dataset
 from neurotrain.datamodules.sharding.options import ShardError
-from neurotrain.models.lightning_modules import AlignmentModule
+from neurotrain.models.modules import AlignmentModule
 
 TINY = {"size": "tiny", "patch_size": 16}
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (20, 40, 230)}

@@ -147,7 +147,7 @@ def test_deepspeed_on_two_cpu_processes_exports_and_reloads(
 ) -> None:
     from safetensors.torch import load_file
 
-    from neurotrain.models.lightning_modules import ClassifierModule
+    from neurotrain.models.modules import ClassifierModule
 
     shipped = yaml.safe_load((CONFIGS / f"{config}.yaml").read_text())
     assert shipped["trainer"]["strategy"] == f"deepspeed_stage_{stage}"  # the GPU config's ZeRO stage
