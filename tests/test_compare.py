@@ -23,7 +23,7 @@ from test_run_record import csv_column, train_run
 
 from neurotrain.train.report.compare import add_compare_parser, build_report
 from neurotrain.train.report.runs import CompareError, resolve_status
-from neurotrain.train.tracking.run_record import read_summary, write_summary
+from neurotrain.train.tracking.run_folder import read_summary, write_summary
 from neurotrain.train.tracking.sync import add_sync_parser, find_offline_runs, sync_runs
 
 LRS = (0.3, 0.1, 0.03)
@@ -286,7 +286,7 @@ def _chromium(page: Path, tmp_path: Path, *args: str) -> str:
 
 
 def test_config_keys_flatten_like_the_lightning_cli() -> None:
-    from neurotrain.train.report.runs import flatten
+    from neurotrain.train.tracking.config_keys import flatten
 
     config = {"model": {"class_path": "a.B", "init_args": {"lr": 0.1, "enc": {"init_args": {"depth": 4}}}}}
     assert flatten(config) == {"model.class_path": "a.B", "model.lr": 0.1, "model.enc.depth": 4}

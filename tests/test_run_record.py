@@ -20,7 +20,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from neurotrain.train.tracking.run_record import RunRecord, csv_logger, find_run_record, read_summary
+from neurotrain.train.tracking.csv_logger import csv_logger
+from neurotrain.train.tracking.run_folder import read_summary
+from neurotrain.train.tracking.run_record import RunRecord, find_run_record
 
 matplotlib.use("Agg")
 STEPS_PER_EPOCH = 8

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import io
 import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
+import pooch
 import pytest
 
+from neurotrain.datamodules.io.cache import cache_root
 from neurotrain.datamodules.sharding import examples as example_data
 from neurotrain.datamodules.sharding import statistics as stats
+from neurotrain.datamodules.sharding.options import ShardOptions
 from neurotrain.datamodules.sharding.splits import assign_splits
 from neurotrain.train.cli import build_parser, main
+from neurotrain.train.data_commands import option_flag, parse_shard_args
 
 
 def test_split_is_by_subject_deterministic_and_order_free() -> None:
@@ -49,18 +57,62 @@ def test_fetch_checks_sha256_and_leaves_nothing_half_done(
 ) -> None:
     good = example_data.fetch("fmri")
     assert (good / "fmri1.nii.gz").exists() and (good / ".complete").exists()
-    wheels = example_data.cache_root() / "wheels"
+    wheels = cache_root() / "wheels"
     (tmp_path / "wheels").mkdir()
     for w in wheels.glob("nitime-*.whl"):
         shutil.copy(w, tmp_path / "wheels")
     spec = example_data.DATASETS["fmri"]
-    bad = example_data.ExampleDataset(
-        spec.package, spec.version, spec.prefix, spec.description, {"fmri1.nii.gz": "0" * 64}
-    )
+    bad = dataclasses.replace(spec, checksums={"fmri1.nii.gz": "0" * 64})
     monkeypatch.setitem(example_data.DATASETS, "fmri", bad)
+    monkeypatch.setattr(example_data._Transport, "__call__", _no_download)  # the cached wheel is reused
     with pytest.raises(example_data.FetchError, match="fmri1.nii.gz has sha256"):
         example_data.fetch("fmri", cache_dir=tmp_path)
     assert not list((tmp_path / "examples").iterdir())  # no partial dataset left
+
+
+def _no_download(*args: object) -> None:
+    raise AssertionError("a download was attempted")
+
+
+def _tiny_wheel(spec: example_data.ExampleDataset) -> tuple[bytes, example_data.ExampleDataset]:
+    """A small wheel with the layout of ``spec``'s, and ``spec`` pinned to it."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr(spec.prefix + "ch2.nii.gz", b"a tiny volume")
+        zf.writestr(spec.prefix + "other.txt", b"not part of the dataset")
+    sha = hashlib.sha256(buf.getvalue()).hexdigest()
+    checksums = {"ch2.nii.gz": hashlib.sha256(b"a tiny volume").hexdigest()}
+    return buf.getvalue(), dataclasses.replace(spec, wheel_sha256=sha, checksums=checksums)
+
+
+def test_fetch_falls_back_to_pip_and_pooch_checks_the_wheel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No HTTPS: the pip transport (a mirror) brings the wheel; a wrong one is refused, nothing is kept."""
+    wheel, spec = _tiny_wheel(example_data.DATASETS["t1"])
+    monkeypatch.setitem(example_data.DATASETS, "t1", spec)
+
+    def offline(self: object, url: str, output_file: str, pooch_: object) -> None:
+        raise OSError("network unreachable")
+
+    mirror = {"served": wheel}
+
+    def pip_download(spec_: object, output_file: str, quiet: bool) -> None:
+        if mirror["served"] is None:
+            raise example_data.FetchError("no mirror either")
+        Path(output_file).write_bytes(mirror["served"])
+
+    monkeypatch.setattr(pooch.HTTPDownloader, "__call__", offline)
+    monkeypatch.setattr(example_data, "_pip_download", pip_download)
+    got = example_data.fetch("t1", cache_dir=tmp_path / "ok")
+    assert sorted(p.name for p in got.iterdir()) == [".complete", "ch2.nii.gz"]
+    assert (tmp_path / "ok" / "wheels" / spec.wheel_name).read_bytes() == wheel
+    for served, message in ((b"not the wheel", "neurora==2.0.1: .*hash"), (None, "neurora==2.0.1.*mirror")):
+        mirror["served"] = served
+        with pytest.raises(example_data.FetchError, match=message):
+            example_data.fetch("t1", cache_dir=tmp_path / "bad")
+        assert not list((tmp_path / "bad" / "examples").iterdir())
+        assert not list((tmp_path / "bad" / "wheels").iterdir())
 
 
 def test_help_lists_every_subcommand_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
@@ -72,6 +124,53 @@ def test_help_lists_every_subcommand_with_one_line(capsys: pytest.CaptureFixture
         assert f"    {cmd} " in out
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     assert all(choice.help for choice in sub._choices_actions)
+
+
+def test_every_shard_option_is_on_the_command_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["shard", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for f in dataclasses.fields(ShardOptions):
+        assert f.metadata.get("help"), f"ShardOptions.{f.name} has no help"
+        assert f" {option_flag(f)} " in out, f"ShardOptions.{f.name} has no option in `neurotrain shard`"
+    for arg in ("--out", "--no-progress", "SOURCE"):
+        assert arg in out
+
+
+def test_shard_command_line_parses_into_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = (
+        "--l-freq 0.5 --h-freq 45 --notch 50 60 --segment-seconds 30 --split 0.7 0.2 0.1 "
+        f"--volume-shape 64 80 64 --modality fmri --on-error skip --workers 4 --stimuli {tmp_path} "
+        "--atlas A --atlas-labels L --channel-types eeg eog --fmri-normalize psc --no-progress "
+        "--out OUT a.edf b.edf"
+    ).split()
+    cmd = parse_shard_args(argv)
+    assert (cmd.sources, cmd.out, cmd.progress) == (["a.edf", "b.edf"], "OUT", False)
+    assert cmd.options == ShardOptions(
+        l_freq=0.5,
+        h_freq=45.0,
+        notch=[50.0, 60.0],
+        segment_seconds=30.0,
+        split_ratios=(0.7, 0.2, 0.1),
+        volume_shape=(64, 80, 64),
+        modality="fmri",
+        on_error="skip",
+        workers=4,
+        stimuli=str(tmp_path),
+        atlas="A",
+        atlas_labels="L",
+        channel_types=["eeg", "eog"],
+        fmri_normalize="psc",
+    )
+    assert parse_shard_args(["--out", "O", "x"]).options == ShardOptions()
+    for bad, option in (("--modality", "mri"), ("--workers", "many"), ("--split", "0.5")):
+        with pytest.raises(SystemExit) as exc:
+            parse_shard_args(["--out", "O", "x", bad, option])
+        assert exc.value.code == 2
+        assert bad.lstrip("-").replace("-", "_") in capsys.readouterr().err
+    assert main(["shard", "x", "--out", str(tmp_path / "o"), "--l-freq", "40", "--h-freq", "1"]) == 1
+    assert "error: l_freq must be < h_freq" in capsys.readouterr().err
 
 
 def test_inspect_without_manifest_is_a_clear_error(

@@ -18,7 +18,7 @@ from test_fit import CLI, fit_args
 
 from neurotrain.train.cli import main
 from neurotrain.train.run.lightning_cli import build_cli
-from neurotrain.train.tracking.run_record import read_summary
+from neurotrain.train.tracking.run_folder import read_summary
 from neurotrain.train.tracking.wandb_run import (
     TrackingError,
     WandbRunTracker,
@@ -77,7 +77,7 @@ def offline_runs(eeg_shards: Path, tmp_path_factory: pytest.TempPathFactory) -> 
                 "--trainer.log_every_n_steps=2",
                 "--data.batch_size=8",
                 "--model.optimizer.lr=0.0007",
-                "--throughput_every_n_steps=2",
+                "--throughput_window=2",
                 "--group=g1",
                 "--tags=[a,b]",
             )
@@ -119,7 +119,7 @@ def test_pretrain_offline_run_reads_back_with_wandb_cli(offline_runs: Path) -> N
     assert prov["versions"]["wandb"] and prov["versions"]["torch"]
     # the best monitored value, as RunRecord saw it
     assert wb["summary"]["best/val/loss"] == pytest.approx(local["monitor"]["best"])
-    assert {"train/loss", "val/loss", "throughput/samples_per_s", "epoch"} <= set(wb["summary"])
+    assert {"train/loss", "val/loss", "train/device/samples_per_sec", "epoch"} <= set(wb["summary"])
     assert {"media/reconstruction", "media/topomap"} <= set(wb["summary"])
 
 
@@ -133,7 +133,7 @@ def test_local_run_folder_is_complete(offline_runs: Path) -> None:
     run_dir = offline_runs / "pre"
     for name in ("config.yaml", "metrics.csv", "summary.json"):
         assert (run_dir / name).is_file(), name
-    assert yaml.safe_load((run_dir / "config.yaml").read_text())["model"]["init_args"]["lr"] == pytest.approx(
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["model"]["init_args"]["optimizer"]["lr"] == pytest.approx(
         7e-4
     )
     media = {p.name for p in (run_dir / "media").glob("*.png")}

@@ -11,7 +11,10 @@
     neurotrain sweep FILE [--count N] [--workers K]  a sweep file: W&B when online, else local Optuna
     neurotrain evaluate --config F --protocol P  fine-tune + score under within/cross-subject or LOSO folds
 
-Heavy libraries are imported inside each subcommand, so ``neurotrain --help`` is instant.
+``shard`` (its own jsonargparse parser, generated from ``ShardOptions``) and the LightningCLI commands
+parse their own command lines: ``main`` hands them over by their first word, and the top-level
+parser lists them with placeholders. The data commands live in ``data_commands``, the others beside
+their code. Heavy libraries are imported inside each subcommand, so ``neurotrain --help`` is instant.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from neurotrain.train.data_commands import add_shard_parser
+from neurotrain.train.data_commands import add_fetch_parser, add_inspect_parser, add_shard_parser
 from neurotrain.train.evaluation.evaluate import add_evaluate_parser
 from neurotrain.train.evaluation.quickstart import add_quickstart_parser
 from neurotrain.train.report.compare import add_compare_parser
@@ -45,9 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train foundation models on neural recordings (EEG, MEG, iEEG, fMRI, MRI).",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    add_shard_parser(sub)
-    _add_inspect(sub)
-    _add_fetch(sub)
+    add_shard_parser(sub)  # a placeholder: ``main`` hands ``shard`` to its own parser
+    add_inspect_parser(sub)
+    add_fetch_parser(sub)
     add_export_parser(sub)
     add_compare_parser(sub)
     add_sync_parser(sub)
@@ -66,57 +69,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         from neurotrain.train.run.lightning_cli import run_lightning
 
         return run_lightning(argv)
-    parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if extra and not getattr(args, "accepts_extra", False):
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    args.extra = extra
-    handler: Handler = args.handler
     try:
+        if argv and argv[0] == "shard":
+            from neurotrain.train.data_commands import run_shard
+
+            return run_shard(argv[1:])
+        parser = build_parser()
+        args, extra = parser.parse_known_args(argv)
+        if extra and not getattr(args, "accepts_extra", False):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.extra = extra
+        handler: Handler = args.handler
         return handler(args)
     except KeyboardInterrupt:
         print("interrupted: finished work is kept; re-run the same command to continue", file=sys.stderr)
         return 130
-
-
-def _add_inspect(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("inspect", help="summarise a shard dataset; --verify re-hashes every shard")
-    p.add_argument("directory", metavar="DIR", help="folder holding manifest.json and the shards")
-    p.add_argument("--verify", action="store_true", help="re-hash every shard against the manifest")
-    p.set_defaults(handler=_inspect)
-
-
-def _inspect(args: argparse.Namespace) -> int:
-    from neurotrain.datamodules.format.manifest import ManifestError
-    from neurotrain.datamodules.sharding.inspection import print_summary
-
-    try:
-        return print_summary(args.directory, verify=args.verify)
-    except ManifestError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
-
-def _add_fetch(sub: argparse._SubParsersAction) -> None:
-    from neurotrain.datamodules.sharding.examples import DATASETS
-
-    p = sub.add_parser("fetch", help="fetch example recordings that ship in PyPI packages into the cache")
-    p.add_argument(
-        "names", nargs="+", choices=sorted(DATASETS), metavar="NAME", help=", ".join(sorted(DATASETS))
-    )
-    p.set_defaults(handler=_fetch)
-
-
-def _fetch(args: argparse.Namespace) -> int:
-    from neurotrain.datamodules.sharding.examples import FetchError, fetch
-
-    for name in args.names:
-        try:
-            print(fetch(name, quiet=False))
-        except FetchError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-    return 0
 
 
 if __name__ == "__main__":

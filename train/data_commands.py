@@ -1,158 +1,190 @@
-"""Argument parsing of ``neurotrain shard`` (the options mirror ``ShardOptions``)."""
+"""The three data commands of ``neurotrain``: ``shard``, ``inspect`` and ``fetch``.
+
+``shard`` has its own jsonargparse parser, generated from the fields of ``ShardOptions`` (their type
+hints and ``metadata``), so the dataclass is the one schema of the options: jsonargparse validates
+each value against its annotation (``Literal`` gives the choices, ``float | None`` an optional
+number), ``list[X]`` becomes ``nargs="+"`` and ``tuple[X, X, X]`` ``nargs=3``. ``cli.main`` hands
+``neurotrain shard ...`` to ``run_shard`` the way it hands ``fit`` to LightningCLI; the top-level
+argparse parser only holds a placeholder for ``neurotrain --help``. ``inspect`` and ``fetch`` are
+plain argparse subcommands.
+
+Heavy libraries (jsonargparse, MNE, pooch) are imported inside the commands, so building the
+top-level parser stays instant.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import typing
+from collections.abc import Sequence
+from dataclasses import MISSING, Field, dataclass, fields
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from jsonargparse import ArgumentParser
+
+    from neurotrain.datamodules.sharding.options import ShardOptions
+
+SHARD_HELP = "convert recordings (BIDS, folders, EDF/BDF/GDF/FIF/BrainVision/EEGLAB/NIfTI/MGZ) into shards"
+SHARD_DESCRIPTION = (
+    "Convert raw recordings into sharded WebDataset tar files plus manifest.json. "
+    "Re-running the same command resumes an interrupted run."
+)
 
 
 def add_shard_parser(sub: argparse._SubParsersAction) -> None:
-    """Register ``neurotrain shard``."""
-    p = sub.add_parser(
-        "shard",
-        help="convert recordings (BIDS, folders, EDF/BDF/GDF/FIF/BrainVision/EEGLAB/NIfTI/MGZ) into shards",
-        description="Convert raw recordings into sharded WebDataset tar files plus manifest.json. "
-        "Re-running the same command resumes an interrupted run.",
+    """Register the ``shard`` placeholder that lists it in ``neurotrain --help`` (see ``run_shard``)."""
+    sub.add_parser("shard", help=SHARD_HELP, add_help=False)
+
+
+@dataclass
+class ShardCommand:
+    """A parsed ``neurotrain shard`` command line: its arguments and the options."""
+
+    sources: list[str]
+    out: str
+    progress: bool
+    options: ShardOptions
+
+
+def shard_parser() -> ArgumentParser:
+    """The ``neurotrain shard`` parser: three command arguments plus one option per ``ShardOptions`` field."""
+    from jsonargparse import ArgumentParser
+
+    from neurotrain.datamodules.sharding.options import OPTION_GROUPS, ShardOptions
+
+    parser = ArgumentParser(
+        prog="neurotrain shard", description=SHARD_DESCRIPTION, exit_on_error=True, default_env=False
     )
-    p.add_argument(
+    parser.add_argument(
         "sources",
         nargs="+",
         metavar="SOURCE",
         help="BIDS root, folder, recording file, or example:NAME (eeg, fmri, fmri_rest, t1)",
     )
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
-    p.add_argument("--modality", choices=["eeg", "meg", "ieeg", "fmri", "anat"], help="force the modality")
-    g = p.add_argument_group("signals (EEG/MEG/iEEG)")
-    g.add_argument("--sfreq", type=float, help="resample to this rate (Hz)")
-    g.add_argument("--l-freq", type=float, help="band-pass low edge (Hz)")
-    g.add_argument("--h-freq", type=float, help="band-pass high edge (Hz)")
-    g.add_argument("--notch", type=float, nargs="+", default=[], metavar="HZ", help="notch frequencies (Hz)")
-    g.add_argument("--reference", help="re-reference: 'average' or comma-separated channel names")
-    g.add_argument("--segment-seconds", type=float, default=60.0, help="segment length (default 60 s)")
-    g.add_argument(
-        "--min-segment-seconds", type=float, default=10.0, help="drop a shorter tail (default 10 s)"
-    )
-    g.add_argument(
-        "--montage",
-        default="auto",
-        help="'auto' (file/BIDS positions, else the standard 10-05 montage by name), 'none', or a standard montage name",
-    )
-    g.add_argument(
-        "--channel-types", nargs="+", default=[], metavar="TYPE", help="keep only these channel types"
-    )
-    g.add_argument(
-        "--flat", choices=["mark", "drop", "fail"], default="mark", help="flat channels (default mark as bad)"
-    )
-    g.add_argument("--flat-threshold", type=float, default=1e-3, help="std below this × type median = flat")
-    g.add_argument(
-        "--noisy-threshold",
-        type=float,
-        default=5.0,
-        help="std above this × type median: noisy, marked bad (0: off)",
-    )
-    g.add_argument(
-        "--stimuli",
-        metavar="DIR",
-        help="store each event's stimulus image (events.tsv stim_file relative to DIR, "
-        "else DIR/<label>.png|jpg|jpeg) for brain-image alignment",
-    )
-    g = p.add_argument_group("fMRI and structural MRI")
-    g.add_argument("--atlas", help="label image for fMRI parcel means (.nii/.nii.gz)")
-    g.add_argument("--atlas-labels", help="text file with one parcel name per line (increasing label order)")
-    g.add_argument(
-        "--atlas-background", type=float, default=0.0, help="atlas value that is not a parcel (default 0)"
-    )
-    g.add_argument("--tr", type=float, help="override the repetition time (s)")
-    g.add_argument("--fmri-normalize", choices=["zscore", "psc", "none"], default="zscore")
-    g.add_argument("--voxel-size", type=float, default=2.0, help="T1 grid spacing in mm (default 2)")
-    g.add_argument("--volume-shape", type=int, nargs=3, default=[96, 112, 96], metavar=("D", "H", "W"))
-    g = p.add_argument_group("dataset")
-    g.add_argument("--dtype", choices=["float16", "float32"], default="float16", help="stored sample type")
-    g.add_argument(
-        "--split",
-        type=float,
-        nargs=3,
-        default=[0.8, 0.1, 0.1],
-        metavar=("TRAIN", "VAL", "TEST"),
-        help="subject split ratios (default 0.8 0.1 0.1)",
-    )
-    g.add_argument("--split-seed", type=int, default=0)
-    g.add_argument(
-        "--stats",
-        choices=["mean_std", "robust"],
-        default="robust",
-        help="normalisation statistics the loader applies (both are recorded)",
-    )
-    g.add_argument("--shard-size-mb", type=float, default=256.0, help="target shard size (MB)")
-    g.add_argument(
-        "--nonfinite",
-        choices=["fail", "drop", "zero"],
-        default="fail",
-        help="NaN/inf samples: fail, drop the segment, or set to zero",
-    )
-    g.add_argument(
-        "--on-error",
-        choices=["fail", "skip"],
-        default="fail",
-        help="a bad file: stop (exit 1, no manifest) or record it under 'skipped' and go on",
-    )
-    g.add_argument("--workers", type=int, default=1, help="recordings processed in parallel")
-    g.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(handler=run_shard)
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    hints = typing.get_type_hints(ShardOptions)
+    groups: dict[str | None, Any] = {None: parser}
+    groups.update((name, parser.add_argument_group(name)) for name in OPTION_GROUPS)
+    for f in fields(ShardOptions):
+        groups[f.metadata.get("group")].add_argument(
+            option_flag(f), dest=f.name, **_argument(f, hints[f.name])
+        )
+    return parser
 
 
-def run_shard(args: argparse.Namespace) -> int:
-    """Run ``neurotrain shard``; prints a one-line result and returns the exit code."""
+def option_flag(f: Field) -> str:
+    """The command-line flag of a ``ShardOptions`` field: its ``flag`` metadata, else ``--field-name``."""
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+def _argument(f: Field, hint: Any) -> dict[str, Any]:
+    """``add_argument`` keywords for field ``f`` annotated ``hint``."""
+    if not f.metadata.get("help"):
+        raise TypeError(f"ShardOptions.{f.name} has no command-line help (metadata['help'])")
+    default = f.default_factory() if f.default_factory is not MISSING else f.default
+    kwargs: dict[str, Any] = {"help": f.metadata["help"], "default": default, "type": hint}
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is list:
+        kwargs.update(type=args[0], nargs="+")
+    elif origin is tuple:
+        if Ellipsis in args or len(set(args)) != 1:
+            raise TypeError(f"ShardOptions.{f.name}: only tuple[X, X, ...] of one type maps to nargs")
+        kwargs.update(type=args[0], nargs=len(args), default=list(default))  # jsonargparse fills a list
+    choices = [a for a in args if a is not type(None)]
+    if origin is not typing.Literal and len(choices) == 1 and typing.get_origin(choices[0]) is typing.Literal:
+        kwargs["metavar"] = "{" + ",".join(map(str, typing.get_args(choices[0]))) + "}"  # X | None
+    if f.metadata.get("metavar"):
+        kwargs["metavar"] = f.metadata["metavar"]
+    return kwargs
+
+
+def parse_shard_args(argv: Sequence[str]) -> ShardCommand:
+    """Parse a ``neurotrain shard`` command line (without ``shard``).
+
+    A malformed command line prints the parser's error naming the option and exits 2; option values
+    that parse but do not fit together raise ``ValueError`` from ``ShardOptions``.
+    """
+    from neurotrain.datamodules.sharding.options import ShardOptions
+
+    cfg = shard_parser().parse_args(list(argv))
+    options = ShardOptions(**{f.name: cfg[f.name] for f in fields(ShardOptions)})
+    return ShardCommand(list(cfg.sources), cfg.out, not cfg.no_progress, options)
+
+
+def run_shard(argv: Sequence[str]) -> int:
+    """Run ``neurotrain shard`` (``argv`` without ``shard``); prints a one-line result, returns the exit code."""
+    try:
+        cmd = parse_shard_args(argv)  # before importing the pipeline (MNE): --help stays instant
+    except ValueError as exc:
+        return _shard_failed(exc)
     from neurotrain.datamodules.sharding import shard_dataset
     from neurotrain.datamodules.sharding.options import ShardError
 
-    options = {
-        "modality": args.modality,
-        "sfreq": args.sfreq,
-        "l_freq": args.l_freq,
-        "h_freq": args.h_freq,
-        "notch": args.notch,
-        "reference": args.reference,
-        "segment_seconds": args.segment_seconds,
-        "min_segment_seconds": args.min_segment_seconds,
-        "montage": args.montage,
-        "channel_types": args.channel_types,
-        "stimuli": args.stimuli,
-        "flat": args.flat,
-        "flat_threshold": args.flat_threshold,
-        "noisy_threshold": args.noisy_threshold,
-        "atlas": args.atlas,
-        "atlas_labels": args.atlas_labels,
-        "atlas_background": args.atlas_background,
-        "tr": args.tr,
-        "fmri_normalize": args.fmri_normalize,
-        "voxel_size": args.voxel_size,
-        "volume_shape": tuple(args.volume_shape),
-        "dtype": args.dtype,
-        "split_ratios": tuple(args.split),
-        "split_seed": args.split_seed,
-        "stats": args.stats,
-        "shard_size_mb": args.shard_size_mb,
-        "nonfinite": args.nonfinite,
-        "on_error": args.on_error,
-        "workers": args.workers,
-    }
     try:
         manifest = shard_dataset(
-            args.sources,
-            args.out,
-            command=["neurotrain", *sys.argv[1:]],
-            progress=not args.no_progress,
-            **options,
+            cmd.sources,
+            cmd.out,
+            command=["neurotrain", "shard", *argv],
+            progress=cmd.progress,
+            options=cmd.options,
         )
     except (ShardError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        print("no manifest was written; finished recordings are kept and a re-run resumes", file=sys.stderr)
-        return 1
+        return _shard_failed(exc)
     t = manifest["totals"]
     print(
-        f"wrote {args.out}: {t['recordings']} recordings, {t['subjects']} subjects, {t['samples']} samples, "
+        f"wrote {cmd.out}: {t['recordings']} recordings, {t['subjects']} subjects, {t['samples']} samples, "
         f"{len(manifest['shards'])} shards, {t['bytes'] / 1e6:.1f} MB, {t['hours']:.2f} h"
         + (f"; skipped {len(manifest['skipped'])} file(s)" if manifest["skipped"] else "")
     )
+    return 0
+
+
+def _shard_failed(exc: Exception) -> int:
+    print(f"error: {exc}", file=sys.stderr)
+    print("no manifest was written; finished recordings are kept and a re-run resumes", file=sys.stderr)
+    return 1
+
+
+def add_inspect_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``neurotrain inspect``."""
+    p = sub.add_parser("inspect", help="summarise a shard dataset; --verify re-hashes every shard")
+    p.add_argument("directory", metavar="DIR", help="folder holding manifest.json and the shards")
+    p.add_argument("--verify", action="store_true", help="re-hash every shard against the manifest")
+    p.set_defaults(handler=_inspect)
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from neurotrain.datamodules.format.manifest import ManifestError
+    from neurotrain.datamodules.sharding.inspection import print_summary
+
+    try:
+        return print_summary(args.directory, verify=args.verify)
+    except ManifestError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def add_fetch_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``neurotrain fetch``."""
+    from neurotrain.datamodules.sharding.examples import DATASETS
+
+    p = sub.add_parser("fetch", help="fetch example recordings that ship in PyPI packages into the cache")
+    p.add_argument(
+        "names", nargs="+", choices=sorted(DATASETS), metavar="NAME", help=", ".join(sorted(DATASETS))
+    )
+    p.set_defaults(handler=_fetch)
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    from neurotrain.datamodules.sharding.examples import FetchError, fetch
+
+    for name in args.names:
+        try:
+            print(fetch(name, quiet=False))
+        except FetchError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
     return 0

@@ -1,16 +1,42 @@
-"""Options of ``neurotrain shard``: one dataclass, used by the CLI, the Python API and the manifest."""
+"""Options of ``neurotrain shard``: one dataclass, the one schema of the CLI, the Python API and the manifest.
+
+Each field carries its command-line help in ``metadata`` (see ``option``): ``help``, and where the
+defaults do not fit, ``flag`` (default ``--field-name``), ``metavar`` and ``group`` (the help
+section). ``neurotrain.train.data_commands`` builds the ``shard`` parser from these fields and
+their type hints, so a new field here is a new command-line option there.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
+Modality = Literal["eeg", "meg", "ieeg", "fmri", "anat"]
 OnError = Literal["fail", "skip"]
 NonFinite = Literal["fail", "drop", "zero"]
 FlatPolicy = Literal["mark", "drop", "fail"]
+
+SIGNALS = "signals (EEG/MEG/iEEG)"
+VOLUMES = "fMRI and structural MRI"
+DATASET = "dataset"
+OPTION_GROUPS = (SIGNALS, VOLUMES, DATASET)  # the sections of ``neurotrain shard --help``, in order
+
+
+def option(
+    default: Any = MISSING,
+    *,
+    help: str,
+    factory: Any = MISSING,
+    flag: str | None = None,
+    metavar: str | tuple[str, ...] | None = None,
+    group: str | None = None,
+) -> Any:
+    """A dataclass field whose ``metadata`` holds its command-line help, flag, metavar and group."""
+    meta = {"help": help, "flag": flag, "metavar": metavar, "group": group}
+    return field(default=default, default_factory=factory, metadata=meta)
 
 
 class ShardError(RuntimeError):
@@ -26,38 +52,79 @@ class ShardError(RuntimeError):
 class ShardOptions:
     """How recordings become shards. Fields that change shard bytes form the ``fingerprint``."""
 
-    modality: str | None = None  # force "eeg"|"meg"|"ieeg"|"fmri"|"anat"; None = detect
-    sfreq: float | None = None  # resample signals to this rate (Hz)
-    l_freq: float | None = None  # band-pass low edge (Hz)
-    h_freq: float | None = None  # band-pass high edge (Hz)
-    notch: list[float] = field(default_factory=list)  # line-noise frequencies (Hz)
-    reference: str | None = None  # "average" or comma-separated channel names
-    segment_seconds: float = 60.0
-    min_segment_seconds: float = 10.0  # a shorter tail segment is dropped
-    dtype: Literal["float16", "float32"] = "float16"
-    montage: str = "auto"  # "auto": file/BIDS positions, else the standard 10-05 montage by name; "none"; or a montage name
-    channel_types: list[str] = field(default_factory=list)  # keep only these types (empty: all but stim)
-    # stimulus images: events.tsv ``stim_file`` (relative to this folder), else ``<label>.png|jpg|jpeg``
-    stimuli: str | None = None
-    atlas: str | None = None  # fMRI label image (.nii/.nii.gz)
-    atlas_labels: str | None = None  # text file, one parcel name per line, in increasing label order
-    atlas_background: float = 0.0  # label value that is not a parcel
-    tr: float | None = None  # override the fMRI repetition time (s)
-    fmri_normalize: Literal["zscore", "psc", "none"] = "zscore"
-    voxel_size: float = 2.0  # structural MRI grid (mm)
-    volume_shape: tuple[int, int, int] = (96, 112, 96)
-    nonfinite: NonFinite = "fail"
-    flat: FlatPolicy = "mark"
-    # a channel whose std is below flat_threshold × its type's median std is flat; above
-    # noisy_threshold × it is noisy and marked bad (0: never)
-    flat_threshold: float = 1e-3
-    noisy_threshold: float = 5.0
-    stats: Literal["mean_std", "robust"] = "robust"
-    split_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
-    split_seed: int = 0
-    shard_size_mb: float = 256.0
-    on_error: OnError = "fail"
-    workers: int = 1
+    modality: Modality | None = option(None, help="force the modality (null: detect it)")
+    sfreq: float | None = option(None, help="resample to this rate (Hz)", group=SIGNALS)
+    l_freq: float | None = option(None, help="band-pass low edge (Hz)", group=SIGNALS)
+    h_freq: float | None = option(None, help="band-pass high edge (Hz)", group=SIGNALS)
+    notch: list[float] = option(factory=list, help="notch frequencies (Hz)", metavar="HZ", group=SIGNALS)
+    reference: str | None = option(
+        None, help="re-reference: 'average' or comma-separated channel names", group=SIGNALS
+    )
+    segment_seconds: float = option(60.0, help="segment length (s)", group=SIGNALS)
+    min_segment_seconds: float = option(10.0, help="a shorter tail segment is dropped (s)", group=SIGNALS)
+    dtype: Literal["float16", "float32"] = option("float16", help="stored sample type", group=DATASET)
+    montage: str = option(
+        "auto",
+        help="'auto' (file/BIDS positions, else the standard 10-05 montage by name), 'none', "
+        "or a standard montage name",
+        group=SIGNALS,
+    )
+    channel_types: list[str] = option(
+        factory=list,
+        help="keep only these channel types (empty: all but stim)",
+        metavar="TYPE",
+        group=SIGNALS,
+    )
+    stimuli: str | None = option(
+        None,
+        help="store each event's stimulus image (events.tsv stim_file relative to DIR, "
+        "else DIR/<label>.png|jpg|jpeg) for brain-image alignment",
+        metavar="DIR",
+        group=SIGNALS,
+    )
+    atlas: str | None = option(None, help="label image for fMRI parcel means (.nii/.nii.gz)", group=VOLUMES)
+    atlas_labels: str | None = option(
+        None, help="text file with one parcel name per line (increasing label order)", group=VOLUMES
+    )
+    atlas_background: float = option(0.0, help="atlas value that is not a parcel", group=VOLUMES)
+    tr: float | None = option(None, help="override the fMRI repetition time (s)", group=VOLUMES)
+    fmri_normalize: Literal["zscore", "psc", "none"] = option(
+        "zscore",
+        help="each fMRI time series: z-score, percent signal change (psc), or as recorded",
+        group=VOLUMES,
+    )
+    voxel_size: float = option(2.0, help="structural MRI grid spacing (mm)", group=VOLUMES)
+    volume_shape: tuple[int, int, int] = option(
+        (96, 112, 96), help="structural MRI grid shape (voxels)", metavar=("D", "H", "W"), group=VOLUMES
+    )
+    nonfinite: NonFinite = option(
+        "fail", help="NaN/inf samples: fail, drop the segment, or set to zero", group=DATASET
+    )
+    flat: FlatPolicy = option("mark", help="flat channels: mark as bad, drop, or fail", group=SIGNALS)
+    # A channel whose std is below flat_threshold × its type's median std is flat; above
+    # noisy_threshold × it is noisy and marked bad (0: never).
+    flat_threshold: float = option(1e-3, help="std below this × type median = flat", group=SIGNALS)
+    noisy_threshold: float = option(
+        5.0, help="std above this × type median: noisy, marked bad (0: off)", group=SIGNALS
+    )
+    stats: Literal["mean_std", "robust"] = option(
+        "robust", help="normalisation statistics the loader applies (both are recorded)", group=DATASET
+    )
+    split_ratios: tuple[float, float, float] = option(
+        (0.8, 0.1, 0.1),
+        help="subject split ratios",
+        flag="--split",
+        metavar=("TRAIN", "VAL", "TEST"),
+        group=DATASET,
+    )
+    split_seed: int = option(0, help="seed of the subject split", group=DATASET)
+    shard_size_mb: float = option(256.0, help="target shard size (MB)", group=DATASET)
+    on_error: OnError = option(
+        "fail",
+        help="a bad file: stop (exit 1, no manifest) or record it under 'skipped' and go on",
+        group=DATASET,
+    )
+    workers: int = option(1, help="recordings processed in parallel", group=DATASET)
 
     # Fields that do not change what a recording's shards contain.
     _NOT_IN_FINGERPRINT = ("stats", "split_ratios", "split_seed", "on_error", "workers")

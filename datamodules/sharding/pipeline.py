@@ -41,10 +41,17 @@ def shard_dataset(
     out: str | Path,
     command: list[str] | None = None,
     progress: bool = False,
-    **options: Any,
+    options: ShardOptions | None = None,
+    **fields: Any,
 ) -> dict[str, Any]:
-    """Shard ``sources`` into ``out``; return the manifest. Raises ``ShardError`` on bad input."""
-    opts = ShardOptions.from_dict(options)
+    """Shard ``sources`` into ``out``; return the manifest. Raises ``ShardError`` on bad input.
+
+    The options are ``options`` (a `ShardOptions`, as the ``shard`` command parses them) or its
+    fields as keywords (``segment_seconds=30, workers=2``), not both.
+    """
+    if options is not None and fields:
+        raise TypeError("give shard_dataset either options= or option keywords, not both")
+    opts = options if options is not None else ShardOptions.from_dict(fields)
     out = Path(out)
     items = discover(sources, opts)
     if not items:

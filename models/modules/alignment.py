@@ -46,7 +46,7 @@ class AlignmentModule(EncoderModule):
         if args["pair_encoder"] is None:
             args["pair_encoder"] = args["encoder"]
         super().__init__(args["encoder"], args["optimizer"], init_from)
-        self.save_hyperparameters(args)
+        self.save_config()
         if pair == "image":
             self.pair_encoder = ImageEncoder(image_model, image_weights, image_size)
         elif pair == "signal":

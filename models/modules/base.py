@@ -5,13 +5,14 @@ with), the optimiser (`OptimizerConfig`: AdamW over layer-aware parameter groups
 schedule), and the training/evaluation loop around a subclass's ``compute_loss``. Subclasses
 add their objective and template hooks (``evaluation_outputs``, ``update_evaluation``).
 
-Hyperparameters are saved as plain data (the encoder and optimiser groups as dicts, through
-`plain_init_args`), so a checkpoint loads with ``torch.load(weights_only=True)``.
+Hyperparameters are saved as plain data (``save_config``: the encoder and optimiser groups as
+dicts), so a checkpoint loads with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Any
 
 import pytorch_lightning as pl
@@ -55,6 +56,18 @@ class EncoderModule(pl.LightningModule):
         self._trainable: int | None = None
         if init_from is not None:
             self.normalization = load_encoder_weights(self.encoder, init_from)
+
+    def save_config(self, defaults: dict[str, Any] | None = None) -> None:
+        """``save_hyperparameters`` of the calling constructor, then stored as plain data.
+
+        Lightning collects the constructor's arguments (under LightningCLI: the resolved config,
+        with the class path it needs to rebuild the module from a checkpoint); ``defaults`` fill
+        in what a ``**kwargs`` constructor did not pass. The encoder and optimiser groups become
+        dicts (`plain_init_args`), so a checkpoint loads with ``weights_only=True``.
+        """
+        frame = inspect.currentframe()
+        self.save_hyperparameters(frame=frame.f_back if frame is not None else None)
+        self.save_hyperparameters(plain_init_args({**(defaults or {}), **self.hparams}))
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         """The pooled embedding [B, D]; what ``predict`` returns unless a subclass says otherwise."""

@@ -37,7 +37,7 @@ class PretrainModule(EncoderModule):
     ) -> None:
         args = plain_init_args(locals())
         super().__init__(args["encoder"], args["optimizer"], init_from)
-        self.save_hyperparameters(args)
+        self.save_config()
         self.mask_seed = mask_seed
         cfg = self.encoder.config
         self.objective = MaskedReconstruction(cfg.dim, cfg.heads, cfg.patch_size, mask_ratio, decoder_depth)

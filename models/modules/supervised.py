@@ -147,7 +147,7 @@ class ClassifierModule(SupervisedModule):
 
     def __init__(self, num_classes: int = 2, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.save_hyperparameters({"num_classes": num_classes, **self.init_args})
+        self.save_config(self.init_args)
         self.head = ClassificationHead(self.pooled_dim, num_classes, self.head_dropout, self.head_norm)
         self.val_metrics = classification_metrics(num_classes, prefix="val/")
         self.test_metrics = classification_metrics(num_classes, prefix="test/")
@@ -172,7 +172,7 @@ class RegressorModule(SupervisedModule):
 
     def __init__(self, num_outputs: int = 1, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.save_hyperparameters({"num_outputs": num_outputs, **self.init_args})
+        self.save_config(self.init_args)
         self.head = RegressionHead(self.pooled_dim, num_outputs, self.head_dropout, self.head_norm)
         self.val_metrics = regression_metrics(num_outputs, prefix="val/")
         self.test_metrics = regression_metrics(num_outputs, prefix="test/")

@@ -29,10 +29,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from neurotrain.datamodules.io.files import atomic_write_json, sha256_file
+from jsonargparse import Namespace
+
+from neurotrain.datamodules.io.files import atomic_write_json, atomic_write_text, sha256_file
+from neurotrain.models.metric_names import CLASSIFICATION_METRICS as METRICS
 from neurotrain.train.evaluation.folds import PROTOCOLS, Fold, FoldError, plan_folds
-from neurotrain.train.run.fit_once import CLASSIFICATION_METRICS as METRICS
-from neurotrain.train.run.fit_once import fit_once, last_scores, print_scores, say
+from neurotrain.train.evaluation.scores import last_scores, print_scores
+from neurotrain.train.run.fit_once import fit_once, say
 
 MODEL_METHOD = "encoder"
 
@@ -63,11 +66,12 @@ def evaluate(
     if unknown:
         raise EvaluateError(f"unknown baselines {sorted(unknown)}; known: {', '.join(BASELINES)}")
     out = Path(out)
-    model_args = [f"--model.init_from={init_from}"] if init_from else []
+    cfg = _check_config(config, overrides or [])
+    if init_from:
+        cfg["model.init_args.init_from"] = init_from
     if linear_probe:
-        model_args.append("--model.linear_probe=true")
-    base = ["--config", str(config), "--media_every_n_val=0", *(overrides or []), *model_args]
-    data = _check_config(base)
+        cfg["model.init_args.linear_probe"] = True
+    data = cfg["data"].as_dict()
     plan = {
         "config": str(config),
         "config_sha256": sha256_file(config),
@@ -95,17 +99,19 @@ def evaluate(
             )
             selection = out / "folds" / f"seed{seed}" / f"{fold.name.replace('/', '-')}.json"
             atomic_write_json(selection, fold.selection)
-            fold_args = [
-                f"--data.selection={selection}",
-                "--data.train_split=all",
-                "--data.val_split=all",
-                f"--data.seed={seed}",
-                f"--seed_everything={seed}",
-                f"--group=evaluate-{protocol}",
-                f"--tags=[evaluate,{protocol},seed{seed}]",
-                "--save_top_k=0",
-            ]
-            fit_once(out / "runs", tag, [*base, *fold_args])
+            fold_cfg = cfg.clone()
+            for key, value in {
+                "data.selection": str(selection),
+                "data.train_split": "all",
+                "data.val_split": "all",
+                "data.seed": seed,
+                "seed_everything": seed,
+                "group": f"evaluate-{protocol}",
+                "tags": ["evaluate", protocol, f"seed{seed}"],
+                "save_top_k": 0,
+            }.items():
+                fold_cfg[key] = value
+            fit_once(out / "runs", tag, fold_cfg)
             scores = {MODEL_METHOD: last_scores(out / "runs" / tag)}
             scores.update(_baselines(out, tag, data, selection, baselines, seed))
             records.append(
@@ -132,7 +138,7 @@ def evaluate(
         "summary": summarize(records),
     }
     atomic_write_json(out / "results.json", results)
-    (out / "results.md").write_text(markdown(results))
+    atomic_write_text(out / "results.md", markdown(results))
     _print_table(results)
     _log_wandb(out, results, wandb_project)
     say(f"wrote {out / 'results.json'} and {out / 'results.md'}")
@@ -186,21 +192,23 @@ def markdown(results: dict[str, Any]) -> str:
 # helpers ---------------------------------------------------------------------------------------------
 
 
-def _check_config(base: list[str]) -> dict[str, Any]:
-    """Parse the fine-tune config (nothing built); its data init args. Errors name the problem."""
-    from neurotrain.train.run.lightning_cli import parse_config
+def _check_config(config: str | Path, overrides: list[str]) -> Namespace:
+    """The fine-tune config with the user's overrides (nothing built); errors name the problem."""
+    from neurotrain.models.modules import ClassifierModule
+    from neurotrain.train.run.lightning_cli import load_config, model_class
 
     try:
-        cfg = parse_config(["fit", *base])
+        cfg = load_config(["--config", str(config), "--media_every_n_val=0", *overrides])
     except Exception as exc:
         raise EvaluateError(f"the config does not parse: {str(exc).strip().splitlines()[0]}") from exc
-    model = str((cfg.get("model") or {}).get("class_path", ""))
-    if not model.endswith("ClassifierModule"):
-        raise EvaluateError(f"evaluate scores classifiers; the config's model is {model or 'not set'}")
-    data = dict(cfg.get("data") or {})
-    if data.get("mode") != "epochs":
+    model = model_class(cfg)
+    if model is None or not issubclass(model, ClassifierModule):
+        raise EvaluateError(
+            f"evaluate scores classifiers; the config's model is {cfg.get('model.class_path') or 'not set'}"
+        )
+    if cfg["data.mode"] != "epochs":
         raise EvaluateError("evaluate needs event epochs: set data.mode: epochs and a label_map")
-    return data
+    return cfg
 
 
 def _claim(out: Path, plan: dict[str, Any]) -> None:
@@ -263,8 +271,9 @@ def _print_table(results: dict[str, Any]) -> None:
 def _log_wandb(out: Path, results: dict[str, Any], project: str) -> None:
     """One W&B run holding the per-fold table and the means (offline unless logged in)."""
     from neurotrain.train.tracking import wandb_run as tracking
+    from neurotrain.train.tracking.wandb_server import resolve_mode
 
-    mode = tracking.resolve_mode()
+    mode = resolve_mode()
     if mode == "disabled":
         return
     import wandb

@@ -19,17 +19,18 @@ held-out subject (no selection on it), i.e. the cross-subject protocol.
 from __future__ import annotations
 
 import argparse
-import html
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from neurotrain.train.run.configs import shipped_config
-from neurotrain.train.run.fit_once import CLASSIFICATION_METRICS as METRICS
-from neurotrain.train.run.fit_once import fit_once, last_scores, print_scores, say
+from jsonargparse import Namespace
 
-FACE_HOUSE = {"face-upright": 0, "face-inverted": 0, "house-upright": 1, "house-inverted": 1}
+from neurotrain.datamodules.io.files import atomic_write_json
+from neurotrain.models.metric_names import CLASSIFICATION_METRICS as METRICS
+from neurotrain.train.evaluation.scores import last_scores, print_scores
+from neurotrain.train.report.tables import ReportTable
+from neurotrain.train.run.configs import shipped_config
+from neurotrain.train.run.fit_once import fit_once, say
 
 
 @dataclass(frozen=True)
@@ -39,18 +40,13 @@ class Budget:
     pretrain_steps: int
     finetune_epochs: int
     limit_val_batches: int | float  # of the fine-tunes (their scores); pretraining validates 5 batches
-    encoder: tuple[str, ...] = ()  # overrides of the configs' encoder, the same for every run
+    encoder: tuple[tuple[str, Any], ...] = ()  # (field, value) overrides of the configs' encoder, every run
     pretrain_window_seconds: float = 1.0  # 500 tokens a window: ~2.5x cheaper steps than 2 s windows
 
 
 FULL = Budget(pretrain_steps=300, finetune_epochs=5, limit_val_batches=1.0)
 # The CI-sized encoder (dim 64, depth 2): the pipeline end to end in ~3 minutes, not its scores.
-FAST = Budget(
-    pretrain_steps=40,
-    finetune_epochs=2,
-    limit_val_batches=4,
-    encoder=("--model.encoder.dim=64", "--model.encoder.depth=2"),
-)
+FAST = Budget(pretrain_steps=40, finetune_epochs=2, limit_val_batches=4, encoder=(("dim", 64), ("depth", 2)))
 
 
 def quickstart(out: str | Path = "quickstart", fast: bool = False, workers: int = 2) -> dict[str, Any]:
@@ -65,28 +61,13 @@ def quickstart(out: str | Path = "quickstart", fast: bool = False, workers: int 
     say(f"[2/6] sharding into {shards}")
     shard_dataset(["example:eeg"], shards, workers=workers, progress=True)
     runs = out / "runs"
-    common = [
-        f"--data.datasets=[{shards}]",
-        "--group=quickstart",
-        *budget.encoder,
-    ]
-    val = f"--trainer.limit_val_batches={budget.limit_val_batches}"
+    pretrain, finetune = run_configs(shards, budget)
     say(f"[3/6] pretraining ({budget.pretrain_steps} steps)")
-    pre = fit_once(
-        runs,
-        "pretrain",
-        [
-            *_config("eeg_pretrain"),
-            *common,
-            "--trainer.limit_val_batches=5",
-            f"--data.window_seconds={budget.pretrain_window_seconds}",
-            f"--trainer.max_steps={budget.pretrain_steps}",
-            "--trainer.max_epochs=1000",
-        ],
-    )
+    pre = fit_once(runs, "pretrain", pretrain)
     say("[4/6] fine-tuning face vs house from the pretrained encoder, and from scratch")
-    finetune = [*_config("eeg_finetune"), *common, val, f"--trainer.max_epochs={budget.finetune_epochs}"]
-    fit_once(runs, "finetune-pretrained", [*finetune, f"--model.init_from={pre}"])
+    from_pretrained = finetune.clone()
+    from_pretrained["model.init_args.init_from"] = str(pre)
+    fit_once(runs, "finetune-pretrained", from_pretrained)
     fit_once(runs, "finetune-scratch", finetune)
     say("[5/6] classical baselines on the same epochs")
     results = {
@@ -94,40 +75,61 @@ def quickstart(out: str | Path = "quickstart", fast: bool = False, workers: int 
         "methods": {
             "encoder, pretrained + fine-tuned": last_scores(runs / "finetune-pretrained"),
             "encoder, fine-tuned from scratch": last_scores(runs / "finetune-scratch"),
-            **_baselines(shards),
+            **_baselines(finetune),
         },
         "budget": budget.__dict__,
     }
-    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    atomic_write_json(out / "results.json", results, sort_keys=False)
     say("[6/6] report")
     _print_table(results)
     from neurotrain.train.report.compare import build_report
 
-    build_report(
-        [runs], out / "report.html", title="neurotrain quickstart", preamble_html=_results_html(results)
-    )
+    build_report([runs], out / "report.html", title="neurotrain quickstart", tables=[_results_table(results)])
     say(f"wrote {out / 'results.json'} and {out / 'report.html'}")
     return results
 
 
-def _config(name: str) -> list[str]:
-    return ["--config", str(shipped_config(name))]
+def run_configs(shards: Path, budget: Budget) -> tuple[Namespace, Namespace]:
+    """The pretraining and fine-tuning configs: the shipped ones, set to these shards and budget."""
+    common: dict[str, Any] = {"data.datasets": [str(shards)], "group": "quickstart"}
+    common.update({f"model.init_args.encoder.{field}": value for field, value in budget.encoder})
+    pretrain = _shipped(
+        "eeg_pretrain",
+        {
+            **common,
+            "trainer.limit_val_batches": 5,
+            "data.window_seconds": budget.pretrain_window_seconds,
+            "trainer.max_steps": budget.pretrain_steps,
+            "trainer.max_epochs": 1000,
+        },
+    )
+    finetune = _shipped(
+        "eeg_finetune",
+        {
+            **common,
+            "trainer.limit_val_batches": budget.limit_val_batches,
+            "trainer.max_epochs": budget.finetune_epochs,
+        },
+    )
+    return pretrain, finetune
 
 
-def _baselines(shards: Path) -> dict[str, dict[str, float]]:
+def _shipped(name: str, values: dict[str, Any]) -> Namespace:
+    from neurotrain.train.run.lightning_cli import load_config
+
+    cfg = load_config(["--config", str(shipped_config(name))])
+    for key, value in values.items():
+        cfg[key] = value
+    return cfg
+
+
+def _baselines(finetune: Namespace) -> dict[str, dict[str, float]]:
     from neurotrain.datamodules.loading.datamodule import ShardDataModule
     from neurotrain.train.evaluation.baselines import BASELINES, score_on_loaders
 
-    # Same epochs and normalisation as the fine-tune; every channel kept so both subjects share a montage.
-    dm = ShardDataModule(
-        datasets=[str(shards)],
-        mode="epochs",
-        tmin=0.0,
-        tmax=0.75,
-        label_map=FACE_HOUSE,
-        batch_size=64,
-        drop_bad_channels=False,
-    )
+    # The fine-tune's own data config: the same epochs, split and normalisation; every channel kept
+    # so both subjects share a montage.
+    dm = ShardDataModule(**{**finetune["data"].as_dict(), "batch_size": 64, "drop_bad_channels": False})
     dm.setup("fit")
     return score_on_loaders(BASELINES, dm.train_dataloader(), dm.val_dataloader(), dm.sfreq)
 
@@ -137,15 +139,14 @@ def _print_table(results: dict[str, Any]) -> None:
     print_scores(f"face vs house — {results['protocol']}", rows)
 
 
-def _results_html(results: dict[str, Any]) -> str:
-    head = "".join(f"<th>{html.escape(m.replace('_', ' '))}</th>" for m in METRICS)
-    rows = "".join(
-        f"<tr><td>{html.escape(name)}</td>" + "".join(f"<td>{s[m]:.3f}</td>" for m in METRICS) + "</tr>"
-        for name, s in results["methods"].items()
-    )
-    return (
-        f'<h2>Results</h2><p class="meta">face vs house · {html.escape(results["protocol"])}</p>'
-        f'<table id="quickstart-results"><thead><tr><th>method</th>{head}</tr></thead><tbody>{rows}</tbody></table>'
+def _results_table(results: dict[str, Any]) -> ReportTable:
+    """The results as the report's table above the runs (the page escapes every value)."""
+    return ReportTable(
+        id="quickstart-results",
+        title="Results",
+        note=f"face vs house · {results['protocol']}",
+        columns=["method", *(m.replace("_", " ") for m in METRICS)],
+        rows=[[name, *(f"{s[m]:.3f}" for m in METRICS)] for name, s in results["methods"].items()],
     )
 
 

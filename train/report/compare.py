@@ -7,6 +7,11 @@
 Arguments are run folders (holding ``summary.json`` or ``metrics.csv``) or folders searched for them.
 Only local files are read, so runs logged with W&B online, offline or disabled all work; the report
 opens from disk without a server or network (plotly.js is inlined).
+
+This module holds the command's parser and `build_report`, which picks the runs, the metric and its
+direction and writes the page; reading run folders lives in ``runs.py``, the page in ``page.py``. It
+is imported when ``neurotrain`` starts, so plotly, jinja2 and Lightning are imported only inside
+functions.
 """
 
 from __future__ import annotations
@@ -18,11 +23,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from neurotrain.models.metric_names import metric_mode
+from neurotrain.train.report.tables import ReportTable
+
 if TYPE_CHECKING:  # the run readers import Lightning; `neurotrain --help` must stay instant
     from neurotrain.train.report.runs import Run
-
-# Metric names that are errors (lower is better) when no run says which way its metric goes.
-_LOWER_IS_BETTER = ("loss", "err", "mse", "mae", "rmse", "nll", "perplexity", "ppl", "wer", "cer")
 
 
 def build_report(
@@ -38,16 +43,17 @@ def build_report(
     media: str = "last",
     ignore_keys: Sequence[str] | None = None,
     title: str | None = None,
-    preamble_html: str = "",
+    tables: Sequence[ReportTable] = (),
 ) -> list[Run]:
     """Write the report for the runs under ``paths`` to ``out``; returns the runs it shows.
 
     ``ignore_keys`` are glob patterns of config keys never shown as differing (default
-    ``DEFAULT_IGNORED_KEYS``). ``preamble_html`` (trusted, made by the caller) goes above the table. Raises CompareError for input that cannot make a report (no runs, bad
-    filter, no run left).
+    ``DEFAULT_IGNORED_KEYS``). ``tables`` (the caller's own results) are shown above the runs table.
+    Raises CompareError for input that cannot make a report (no runs, bad filter, no run left).
     """
     from plotly.offline import get_plotlyjs
 
+    from neurotrain.datamodules.io.files import atomic_write_text
     from neurotrain.train.report.page import ReportOptions, render_report
     from neurotrain.train.report.runs import (
         DEFAULT_IGNORED_KEYS,
@@ -80,13 +86,10 @@ def build_report(
         media=media,
         title=title or f"neurotrain compare: {len(kept)} runs",
         filters=list(filters),
-        preamble_html=preamble_html,
+        tables=list(tables),
     )
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(render_report(kept, opts, get_plotlyjs()), encoding="utf-8")
-    tmp.replace(out)  # an old report is replaced only by a complete new one
+    # An old report is replaced only by a complete new one.
+    atomic_write_text(Path(out), render_report(kept, opts, get_plotlyjs()))
     return kept
 
 
@@ -172,8 +175,9 @@ def _default_metric(runs: Sequence[Run]) -> str:
 
 
 def _default_mode(runs: Sequence[Run], metric: str) -> str:
+    """The mode a run monitoring ``metric`` names, else what the metric's name says."""
     for run in runs:
         mon = run.summary.get("monitor") or {}
         if mon.get("name") == metric and mon.get("mode") in ("min", "max"):
             return mon["mode"]
-    return "min" if any(word in metric.lower() for word in _LOWER_IS_BETTER) else "max"
+    return metric_mode(metric)

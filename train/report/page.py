@@ -1,27 +1,32 @@
 """The ``neurotrain compare`` page: runs table, metric curves, parallel coordinates, media, as one HTML file.
 
-The page is self-contained: plotly.js (from the installed ``plotly`` package), the data as JSON and the
-PNGs as base64 are all inline, so it opens from disk with no server and no network. Curves are drawn by
-the page's script from the raw logged values, so the smoothing slider and the step/epoch switch work
-without regenerating the report.
+`render_report` turns the runs into the values the page shows; the Jinja2 template
+``assets/report.html.j2`` lays them out (autoescaped), with the style ``assets/report.css`` and the
+script ``assets/report.js`` inlined. The page is self-contained: plotly.js (from the installed
+``plotly`` package), the data as JSON and the images as base64 are all inline, so it opens from disk
+with no server and no network. Curves are drawn by the page's script from the raw logged values, so
+the smoothing slider and the step/epoch switch work without regenerating the report.
 """
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
-import html
-import json
+import functools
 import math
 import re
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from neurotrain.train.report.assets_inline import PAGE_CSS, PAGE_JS
+import jinja2
+from markupsafe import Markup
+
 from neurotrain.train.report.runs import CRASHED_STATUSES, Curve, Run, best_and_final, format_value
+from neurotrain.train.report.tables import ReportTable
 
 # Plotly's default qualitative palette, so group colours match what users know from plotly/W&B.
 PALETTE = (
@@ -29,8 +34,11 @@ PALETTE = (
     "#19D3F3", "#FF6692", "#B6E880", "#FF97FF", "#FECB52",
 )  # fmt: skip
 MEDIA_MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".svg": "image/svg+xml"}
+TEMPLATE = "report.html.j2"
 # "recon_step000120.png" and "recon_epoch3.png" belong to the series "recon".
 _SERIES_SUFFIX = re.compile(r"([_-]?(step|epoch|e|s))?[_-]?\d+$", re.IGNORECASE)
+# An HTML parser ends a <script> or <style> element at the first "</script" or "</style", any case.
+_END_TAG = re.compile(r"</(script|style)", re.IGNORECASE)
 
 
 @dataclass
@@ -46,11 +54,32 @@ class ReportOptions:
     media: str = "last"  # "all", "last" (the newest image of each series) or "none"
     title: str = "neurotrain compare"
     filters: Sequence[str] = ()
-    preamble_html: str = ""  # trusted HTML shown above the runs table (e.g. the quickstart's results)
+    tables: Sequence[ReportTable] = ()  # shown above the runs table (e.g. the quickstart's results)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One table cell: its text and, for numbers, the ``data-sort`` value the page sorts by."""
+
+    text: str
+    sort: str | None = None
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """One row of the runs table: name and status cells, with the plain cells before and after status."""
+
+    name: str
+    path: str
+    status: str
+    status_class: str  # "finished", "running", "crashed", ... (CSS classes status-* and row-*)
+    detail: str
+    lead: list[Cell]
+    rest: list[Cell]
 
 
 def render_report(runs: Sequence[Run], opts: ReportOptions, plotly_js: str) -> str:
-    """The whole HTML page for ``runs``."""
+    """The whole HTML page for ``runs``; ``plotly_js`` is the plotly.js source to inline."""
     groups = _group_values(runs, opts.group_by)
     colors = _colors(runs, groups)
     scores = {id(run): best_and_final(run.curves.get(opts.metric), opts.mode) for run in runs}
@@ -70,81 +99,99 @@ def render_report(runs: Sequence[Run], opts: ReportOptions, plotly_js: str) -> s
         ],
         "parcoords": _parcoords(runs, opts, groups, scores),
     }
-    safe_js = plotly_js.replace("</script", "<\\/script")  # must not end the inline script early
-    generated = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    filters = ", ".join(opts.filters) or "none"
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{_e(opts.title)}</title>",
-        f"<style>{PAGE_CSS}</style>",
-        f"<script>{safe_js}</script>",
-        "</head><body>",
-        f"<h1>{_e(opts.title)}</h1>",
-        f'<p class="meta">{len(runs)} runs · metric <b>{_e(opts.metric)}</b> ({_e(opts.mode)}) · '
-        f"filters: {_e(filters)} · generated {generated}</p>",
-        opts.preamble_html,
-        "<h2>Runs</h2>",
-        _runs_table(runs, opts, groups, scores),
-        _group_table(runs, opts, groups, scores) if opts.group_by else "",
-        "<h2>Curves</h2>",
-        _controls(opts),
-        '<div id="curves"></div>',
-        '<h2>Sweep</h2><div id="parcoords"></div>' if data["parcoords"] else "",
-        _media_section(runs, opts.media),
-        f'<script type="application/json" id="report-data">{_json_for_script(data)}</script>',
-        f"<script>{PAGE_JS}</script>",
-        "</body></html>",
-    ]
-    return "\n".join(p for p in parts if p)
+    return (
+        _environment()
+        .get_template(TEMPLATE)
+        .render(
+            title=opts.title,
+            css=_inline_code(_asset("report.css")),
+            plotly_js=_inline_code(plotly_js),
+            page_js=_inline_code(_asset("report.js")),
+            n_runs=len(runs),
+            metric=opts.metric,
+            mode=opts.mode,
+            filters=", ".join(opts.filters) or "none",
+            generated=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            tables=opts.tables,
+            runs_table=_runs_table(runs, opts, groups, scores),
+            group_table=_group_table(runs, opts, groups, scores) if opts.group_by else None,
+            x=opts.x,
+            smoothing=opts.smoothing,
+            media=_media(runs, opts.media),
+            data=data,
+        )
+    )
 
 
-def _runs_table(runs: Sequence[Run], opts: ReportOptions, groups: list[str], scores: dict) -> str:
-    metric = _e(opts.metric)
-    head = ["run", "group", "status", "job type", "duration", "started"]
-    head += [_e(k) for k in opts.config_keys]
-    head += [f"best {metric}", "best step", f"final {metric}", "tags", "commit"]
+@functools.cache
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("neurotrain.train.report", "assets"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    # `tojson` of the report data: JSON has no NaN (curves carry gaps as null); values JSON has no
+    # type for (dates, paths) as text; keys in insertion order, as the page lists them.
+    env.policies["json.dumps_kwargs"] = {"allow_nan": False, "default": str}
+    env.filters["value"] = format_value
+    return env
+
+
+@functools.cache
+def _asset(name: str) -> str:
+    return (resources.files("neurotrain.train.report") / "assets" / name).read_text(encoding="utf-8")
+
+
+def _inline_code(code: str) -> Markup:
+    """Trusted code (our own assets, plotly.js of the installed package) for inside <script>/<style>.
+
+    Marking it safe is right: it is never user data, and entity escaping would corrupt it (a browser
+    does not decode entities inside <script> or <style>). The one thing that could break the page,
+    an end tag ending the element early, is written ``<\\/script``, which means ``</script`` in the
+    JavaScript strings and regular expressions where it can occur.
+    """
+    return Markup(_END_TAG.sub(r"<\\/\1", code))
+
+
+def _runs_table(runs: Sequence[Run], opts: ReportOptions, groups: list[str], scores: dict) -> dict[str, Any]:
+    columns = ["run", "group", "status", "job type", "duration", "started", *opts.config_keys]
+    columns += [f"best {opts.metric}", "best step", f"final {opts.metric}", "tags", "commit"]
     # A --group-by column unless it repeats the group column.
     extra_group = bool(opts.group_by) and opts.group_by not in ("group", "summary.group")
     if extra_group:
-        head.insert(2, _e(opts.group_by))
+        columns.insert(2, opts.group_by)
     rows = []
     for i, run in enumerate(runs):
         s = run.summary
         best, best_step, final = scores[id(run)]
         git = s.get("git") or {}
         commit = (git.get("commit") or "")[:8] + ("+dirty" if git.get("dirty") else "")
-        status_cls = "crashed" if run.status in CRASHED_STATUSES else run.status.replace("/", "-")
-        cells = [
-            f'<td class="name">{_e(run.name)}<div class="path">{_e(str(run.path))}</div></td>',
-            _td(s.get("group")),
-            f'<td class="status status-{_e(status_cls)}" title="{_e(run.status_detail)}">{_e(run.status)}'
-            + (f'<div class="detail">{_e(run.status_detail[:160])}</div>' if run.status_detail else "")
-            + "</td>",
-            _td(s.get("job_type")),
-            _td(_duration(run.duration_s), sort=run.duration_s),
-            _td((s.get("started") or "").replace("T", " ")[:19]),
+        lead = [_cell(s.get("group"))] + ([_cell(groups[i])] if extra_group else [])
+        rest = [
+            _cell(s.get("job_type")),
+            _cell(_duration(run.duration_s), sort=run.duration_s),
+            _cell((s.get("started") or "").replace("T", " ")[:19]),
         ]
-        cells += [_td(format_value(run.config.get(k)), sort=run.config.get(k)) for k in opts.config_keys]
-        cells += [_td(format_value(best), sort=best), _td(format_value(best_step), sort=best_step)]
-        cells += [_td(format_value(final), sort=final), _td(", ".join(s.get("tags") or [])), _td(commit)]
-        if extra_group:
-            cells.insert(2, _td(groups[i]))
+        rest += [_cell(run.config.get(k), sort=run.config.get(k)) for k in opts.config_keys]
+        rest += [_cell(best, sort=best), _cell(best_step, sort=best_step), _cell(final, sort=final)]
+        rest += [_cell(", ".join(s.get("tags") or [])), _cell(commit)]
         rows.append(
-            f'<tr class="run-row row-{_e(status_cls)}" data-run="{_e(run.name)}">{"".join(cells)}</tr>'
+            RunRow(
+                name=run.name,
+                path=str(run.path),
+                status=run.status,
+                status_class="crashed" if run.status in CRASHED_STATUSES else run.status.replace("/", "-"),
+                detail=run.status_detail,
+                lead=lead,
+                rest=rest,
+            )
         )
-    header = "".join(f'<th data-col="{j}">{h}</th>' for j, h in enumerate(head))
-    return (
-        '<table id="runs" class="sortable"><thead><tr>'
-        + header
-        + "</tr></thead><tbody>"
-        + "".join(rows)
-        + "</tbody></table>"
-        + '<p class="hint">Click a column header to sort.</p>'
-    )
+    return {"columns": columns, "rows": rows}
 
 
-def _group_table(runs: Sequence[Run], opts: ReportOptions, groups: list[str], scores: dict) -> str:
+def _group_table(runs: Sequence[Run], opts: ReportOptions, groups: list[str], scores: dict) -> dict[str, Any]:
     """Per-group aggregate of the best monitored value (mean, std, min, max over the group's runs)."""
     rows = []
     for group in dict.fromkeys(groups):
@@ -161,27 +208,11 @@ def _group_table(runs: Sequence[Run], opts: ReportOptions, groups: list[str], sc
             if values
             else [None] * 4
         )
-        cells = [_td(group), _td(str(len(members)), sort=len(members)), _td(str(crashed), sort=crashed)]
-        cells += [_td(format_value(v), sort=v) for v in stats]
-        rows.append(f"<tr>{''.join(cells)}</tr>")
-    head = [_e(opts.group_by or ""), "runs", "crashed"] + [
-        f"{s} best {_e(opts.metric)}" for s in ("mean", "std", "min", "max")
-    ]
-    header = "".join(f'<th data-col="{j}">{h}</th>' for j, h in enumerate(head))
-    return f'<h3>By {_e(opts.group_by or "")}</h3><table id="groups" class="sortable"><thead><tr>{header}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
-
-
-def _controls(opts: ReportOptions) -> str:
-    step_sel = " selected" if opts.x == "step" else ""
-    epoch_sel = " selected" if opts.x == "epoch" else ""
-    return (
-        '<div class="controls">'
-        f'<label>x axis <select id="x-axis"><option value="step"{step_sel}>step</option>'
-        f'<option value="epoch"{epoch_sel}>epoch</option></select></label>'
-        f'<label>smoothing (EMA) <input id="smoothing" type="range" min="0" max="0.99" step="0.01" '
-        f'value="{opts.smoothing}"><span id="smoothing-value">{opts.smoothing:.2f}</span></label>'
-        "</div>"
-    )
+        cells = [_cell(group), _cell(len(members), sort=len(members)), _cell(crashed, sort=crashed)]
+        rows.append(cells + [_cell(v, sort=v) for v in stats])
+    key = opts.group_by or ""
+    columns = [key, "runs", "crashed"] + [f"{s} best {opts.metric}" for s in ("mean", "std", "min", "max")]
+    return {"key": key, "columns": columns, "rows": rows}
 
 
 def _parcoords(
@@ -241,20 +272,17 @@ def _dimension(label: str, values: list[Any]) -> dict[str, Any]:
     }
 
 
-def _media_section(runs: Sequence[Run], which: str) -> str:
-    if which == "none" or not any(run.media for run in runs):
-        return ""
+def _media(runs: Sequence[Run], which: str) -> list[dict[str, Any]]:
+    """The figures of each run that has some, as data URIs; none with ``--media none``."""
+    if which == "none":
+        return []
     blocks = []
     for run in runs:
         files = run.media if which == "all" else _last_of_each_series(run.media)
-        if not files:
-            continue
-        figures = "".join(
-            f'<figure><img alt="{_e(p.name)}" src="{_data_uri(p)}"><figcaption>{_e(p.name)}</figcaption></figure>'
-            for p in files
-        )
-        blocks.append(f'<details open class="media-run"><summary>{_e(run.name)}</summary>{figures}</details>')
-    return '<h2>Media</h2><div id="media">' + "".join(blocks) + "</div>"
+        if files:
+            figures = [{"name": p.name, "src": _data_uri(p)} for p in files]
+            blocks.append({"name": run.name, "figures": figures})
+    return blocks
 
 
 def _last_of_each_series(files: Sequence[Path]) -> list[Path]:
@@ -305,17 +333,6 @@ def _duration(seconds: float | None) -> str:
     return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
 
 
-def _td(text: Any, sort: Any = None) -> str:
-    attr = ""
-    if isinstance(sort, int | float) and not isinstance(sort, bool):
-        attr = f' data-sort="{sort!r}"'
-    return f"<td{attr}>{_e(format_value(text))}</td>"
-
-
-def _e(text: Any) -> str:
-    return html.escape(str(text), quote=True)
-
-
-def _json_for_script(data: Any) -> str:
-    # Inside <script>, "</" would end the element early; "<\/" is the same JSON string.
-    return json.dumps(data, allow_nan=False, default=str).replace("</", "<\\/")
+def _cell(value: Any, sort: Any = None) -> Cell:
+    number = isinstance(sort, int | float) and not isinstance(sort, bool)
+    return Cell(format_value(value), repr(sort) if number else None)

@@ -1,7 +1,8 @@
 """Reading run folders for ``neurotrain compare``: discovery, status, config diff, filters, metric curves.
 
 Only the local files are read (``summary.json``, ``config.yaml``, ``metrics.csv``, ``media/``), so runs
-logged with W&B online, offline or disabled compare alike.
+logged with W&B online, offline or disabled compare alike. Config keys are flattened as everywhere
+else (`neurotrain.train.tracking.config_keys.flatten`), so sweep parameters and config columns match.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from typing import Any
 
 import yaml
 
-from neurotrain.train.tracking.run_record import (
+from neurotrain.datamodules.io.processes import pid_alive
+from neurotrain.train.tracking.config_keys import flatten
+from neurotrain.train.tracking.run_folder import (
     CONFIG_FILE,
     MEDIA_DIR,
     MEDIA_SUFFIXES,
@@ -151,7 +154,7 @@ def resolve_status(summary: dict[str, Any], now: dt.datetime | None = None) -> t
     if status != "running":
         return status, ""
     pid, host = summary.get("pid"), summary.get("host")
-    if pid and host == socket.gethostname() and not _pid_alive(int(pid)):
+    if pid and host == socket.gethostname() and not pid_alive(int(pid)):
         return "crashed/killed", f"process {pid} is gone; last heartbeat {summary.get('heartbeat')}"
     beat = summary.get("heartbeat")
     if beat:
@@ -194,24 +197,6 @@ def best_and_final(curve: Curve | None, mode: str) -> tuple[float | None, int | 
     pick = min if mode == "min" else max
     best, step = pick(finite, key=lambda vs: vs[0])
     return best, step, curve.value[-1]
-
-
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested dicts as dotted keys; lists stay whole values (shown as JSON).
-
-    LightningCLI's ``init_args`` level is dropped (``model.init_args.lr`` is ``model.lr``), the same
-    shorthand its command line and W&B sweeps use, so sweep parameters and config keys match.
-    """
-    if not isinstance(tree, dict):
-        return {prefix: tree} if prefix else {}
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        dotted = prefix if key == "init_args" and prefix else (f"{prefix}.{key}" if prefix else str(key))
-        if isinstance(value, dict) and value:
-            out.update(flatten(value, dotted))
-        else:
-            out[dotted] = value
-    return out
 
 
 def differing_keys(runs: Sequence[Run], ignore: Iterable[str] = DEFAULT_IGNORED_KEYS) -> list[str]:
@@ -323,16 +308,6 @@ def _number(raw: Any) -> float | None:
         return float(raw)
     except (TypeError, ValueError):
         return None
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    return True
 
 
 def _utcnow() -> dt.datetime:

@@ -3,18 +3,17 @@
 ``CheckpointMetadata`` writes into each checkpoint what is needed to use it without the run
 that made it: the normalisation statistics, channel information and manifest sha256 of the
 data (the data position is Lightning's datamodule/loader state), and the model config (the
-module's hyperparameters). ``Throughput`` logs samples/s and tokens/s every N steps, and the
-model FLOPs utilisation when running on a CUDA GPU.
+module's hyperparameters). `throughput_monitor` is Lightning's ``ThroughputMonitor`` told how to
+count our windows and tokens.
 """
 
 from __future__ import annotations
 
-import time
+from functools import partial
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
-from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.callbacks import Callback, ThroughputMonitor
 
 
 class CheckpointMetadata(Callback):
@@ -36,54 +35,30 @@ class CheckpointMetadata(Callback):
         }
 
 
-class Throughput(Callback):
-    """Logs ``throughput/samples_per_s``, ``throughput/tokens_per_s`` (and ``throughput/mfu`` on GPU).
+def throughput_monitor(patch_size: int | None, window: int = 20) -> ThroughputMonitor:
+    """Lightning's ``ThroughputMonitor`` over our batches: windows, tokens and (on a GPU) MFU.
 
-    A token is one (channel, time patch) pair of a real channel: ``channel_mask.sum() * T // patch``.
+    Logged every ``trainer.log_every_n_steps`` once ``window`` steps have been seen, averaged over
+    the last ``window``: ``train/device/samples_per_sec`` (windows), ``train/device/items_per_sec``
+    (tokens: real channels × time patches, ``patch_size`` samples each), ``train/device/flops_per_sec``
+    and, on a GPU, ``train/device/mfu`` from the module's ``flops_per_batch``; the global
+    ``train/samples_per_sec`` … under DDP. The same for validation under ``validate/``.
     """
+    return ThroughputMonitor(
+        batch_size_fn=batch_windows,
+        length_fn=partial(batch_tokens, patch_size=patch_size or 1),
+        window_size=max(2, window),
+    )
 
-    def __init__(self, every_n_steps: int = 20) -> None:
-        self.every_n_steps = every_n_steps
-        self._t0 = 0.0
-        self._samples = 0
-        self._tokens = 0
-        self._peak_flops: float | None = None
 
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._reset()
-        if trainer.strategy.root_device.type == "cuda":
-            from lightning_fabric.utilities.throughput import get_available_flops
+def batch_windows(batch: Any) -> int:
+    """Windows in a batch (at least 1: Lightning's throughput counters must grow with the batches)."""
+    return max(1, int(batch["signal"].shape[0])) if isinstance(batch, dict) and "signal" in batch else 1
 
-            dtype = torch.bfloat16 if "bf16" in str(trainer.precision) else torch.float32
-            self._peak_flops = get_available_flops(trainer.strategy.root_device, dtype)
 
-    def on_train_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        if not isinstance(batch, dict) or "signal" not in batch:
-            return
-        self._samples += int(batch["signal"].shape[0])
-        patch = getattr(getattr(pl_module, "encoder", None), "patch_size", None) or 1
-        if "channel_mask" in batch:
-            self._tokens += int(batch["channel_mask"].sum()) * (int(batch["signal"].shape[-1]) // patch)
-        if (trainer.global_step + 1) % self.every_n_steps:
-            return
-        if trainer.strategy.root_device.type == "cuda":
-            torch.cuda.synchronize()
-        dt = max(time.perf_counter() - self._t0, 1e-9)
-        world = trainer.world_size
-        metrics = {
-            "throughput/samples_per_s": self._samples * world / dt,
-            "throughput/tokens_per_s": self._tokens * world / dt,
-        }
-        if self._peak_flops:
-            n_params = sum(p.numel() for p in pl_module.parameters() if p.requires_grad)
-            # 6 FLOPs per parameter per token for a forward + backward pass (Kaplan et al.)
-            metrics["throughput/mfu"] = 6 * n_params * self._tokens / dt / self._peak_flops
-        pl_module.log_dict(metrics, rank_zero_only=True)
-        self._reset()
-
-    def _reset(self) -> None:
-        self._t0 = time.perf_counter()
-        self._samples = 0
-        self._tokens = 0
+def batch_tokens(batch: Any, patch_size: int = 1) -> int:
+    """Tokens of a batch: real (channel, time patch) pairs, at least one per window."""
+    if not isinstance(batch, dict) or "channel_mask" not in batch:
+        return batch_windows(batch)
+    tokens = int(batch["channel_mask"].sum()) * (int(batch["signal"].shape[-1]) // patch_size)
+    return max(tokens, batch_windows(batch))

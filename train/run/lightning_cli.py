@@ -23,6 +23,7 @@ validations draw figures into ``<run>/media/`` (``train/run/media.py``)::
 
 from __future__ import annotations
 
+import importlib
 import re
 import sys
 import time
@@ -32,16 +33,21 @@ from typing import Any, Literal
 
 import pytorch_lightning as pl
 import yaml
+from jsonargparse import Namespace
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.strategies import DeepSpeedStrategy
 
 from neurotrain.datamodules.loading.datamodule import ShardDataModule
+from neurotrain.models.metric_names import metric_mode
 from neurotrain.train.run import strategies
-from neurotrain.train.run.callbacks import CheckpointMetadata, Throughput
+from neurotrain.train.run.callbacks import CheckpointMetadata, throughput_monitor
 from neurotrain.train.run.media import ValidationMedia
 from neurotrain.train.tracking import wandb_run as tracking
-from neurotrain.train.tracking.run_record import RunRecord, csv_logger, git_info, package_versions
+from neurotrain.train.tracking.csv_logger import csv_logger
+from neurotrain.train.tracking.provenance import git_info, package_versions
+from neurotrain.train.tracking.run_record import RunRecord
+from neurotrain.train.tracking.wandb_server import WandbMode, resolve_mode
 
 COMMANDS = ("fit", "validate", "test", "predict")
 DEFAULT_ROOT = "checkpoints"
@@ -62,7 +68,12 @@ class NeurotrainCLI(LightningCLI):
         )
         parser.add_argument("--monitor", type=str | None, default=None, help="metric for best checkpoints")
         parser.add_argument("--save_top_k", type=int, default=2, help="best checkpoints kept")
-        parser.add_argument("--throughput_every_n_steps", type=int, default=20)
+        parser.add_argument(
+            "--throughput_window",
+            type=int,
+            default=20,
+            help="steps throughput is averaged over (logged every trainer.log_every_n_steps)",
+        )
         parser.add_argument(
             "--checkpoint_every_n_steps",
             type=int | None,
@@ -89,7 +100,7 @@ class NeurotrainCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         # ``init_from`` may name a W&B artifact; the model needs a local file, so fetch it first.
         cfg = self.config[self.subcommand] if self.subcommand else self.config
-        self.wandb_mode: tracking.WandbMode = tracking.resolve_mode()
+        self.wandb_mode: WandbMode = resolve_mode()
         self.init_artifact: str | None = None
         value = cfg.get("model.init_args.init_from")
         if isinstance(value, str) and value.startswith(tracking.WANDB_PREFIX):
@@ -99,13 +110,14 @@ class NeurotrainCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
-        trainer_cfg = self._get(self.config_init, "trainer", default={})
+        init = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        trainer_cfg = init.get("trainer") or {}
         root = Path(trainer_cfg.get("default_root_dir") or DEFAULT_ROOT)
         self.run_name = cfg.get("run_name") or _default_run_name(cfg)
         self.run_dir = root / self.run_name
         self.run_dir.mkdir(parents=True, exist_ok=True)
         monitor = cfg.get("monitor") or getattr(self.model, "monitor", "val/loss")
-        mode = getattr(self.model, "monitor_mode", "min") if not cfg.get("monitor") else _mode_for(monitor)
+        mode = getattr(self.model, "monitor_mode", "min") if not cfg.get("monitor") else metric_mode(monitor)
         every = cfg.get("checkpoint_every_n_steps")
         ckpt_dir = self.run_dir / "checkpoints"
         callbacks = [
@@ -118,14 +130,17 @@ class NeurotrainCLI(LightningCLI):
                 save_last=not every,
             ),
             CheckpointMetadata(),
-            Throughput(cfg.get("throughput_every_n_steps", 20)),
+            throughput_monitor(
+                getattr(getattr(self.model, "encoder", None), "patch_size", None),
+                cfg.get("throughput_window", 20),
+            ),
         ]
         if every:  # mid-epoch resume points: last.ckpt refreshed every N optimizer steps
             callbacks.append(
                 ModelCheckpoint(dirpath=ckpt_dir, every_n_train_steps=every, save_top_k=0, save_last=True)
             )
         resume = bool(cfg.get("ckpt_path"))
-        job_type = _job_type(self.model, self.subcommand)
+        job_type = "eval" if self.subcommand in ("validate", "test", "predict") else self.model.job_type
         parent = tracking.parent_run_info(getattr(self.model, "hparams", {}).get("init_from"))
         if self.init_artifact:
             parent["parent_artifact"] = self.init_artifact
@@ -221,8 +236,14 @@ def run_lightning(argv: list[str]) -> int:
     return 0
 
 
-def build_cli(argv: list[str]) -> NeurotrainCLI:
-    """Parse ``argv``, build model, data and trainer, and run the subcommand; returns the CLI."""
+def build_cli(args: list[str] | Namespace) -> NeurotrainCLI:
+    """Parse, build model, data and trainer, and run the subcommand; returns the CLI.
+
+    ``args`` is a command line (``["fit", "--config", …]``) or a ``fit`` config as `load_config`
+    returns it (a jsonargparse Namespace, changed by key: ``cfg["trainer.max_steps"] = 300``).
+    """
+    if isinstance(args, Namespace):
+        args = Namespace(subcommand="fit", fit=args)
     strategies.register_strategies()
     with warnings.catch_warnings():
         # Called from Python (quickstart, tests) argv is not sys.argv, which LightningCLI warns about.
@@ -231,62 +252,66 @@ def build_cli(argv: list[str]) -> NeurotrainCLI:
             model_class=pl.LightningModule,
             subclass_mode_model=True,
             datamodule_class=ShardDataModule,
-            args=argv,
+            args=args,
             save_config_kwargs={"overwrite": True},
             parser_kwargs={"prog": "neurotrain", "default_env": False},
             auto_configure_optimizers=False,
         )
 
 
-class _Parsed(Exception):
-    """Raised by the parse-only CLI right after parsing, carrying the config."""
+class _ConfigOnly(NeurotrainCLI):
+    """The CLI's parser and nothing else: no W&B artifact is fetched, no class is instantiated."""
+
+    def before_instantiate_classes(self) -> None:
+        pass
+
+    def instantiate_classes(self) -> None:
+        pass
+
+
+def load_config(argv: list[str]) -> Namespace:
+    """The ``fit`` config of ``argv`` (``["--config", F, "--model.x=…"]``, a leading ``fit`` allowed).
+
+    The same parser and schema as ``neurotrain fit`` (every class signature), without running
+    anything; `build_cli` takes the result, changed by key, to run it. Errors are the parser's
+    own (an unknown option or a value of the wrong type), raised, never an exit.
+    """
+    argv = list(argv[1:] if argv[:1] and argv[0] in COMMANDS else argv)
+    strategies.register_strategies()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*args parameter is intended.*")
+        cli = _ConfigOnly(
+            model_class=pl.LightningModule,
+            subclass_mode_model=True,
+            datamodule_class=ShardDataModule,
+            args=argv,
+            run=False,
+            seed_everything_default=False,
+            parser_kwargs={"prog": "neurotrain", "default_env": False, "exit_on_error": False},
+            auto_configure_optimizers=False,
+        )
+    return cli.config
+
+
+def model_class(config: Namespace) -> type | None:
+    """The LightningModule class a `load_config` config names (its ``model.class_path``), or None."""
+    path = config.get("model.class_path") or ""
+    module, _, name = str(path).rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return None
 
 
 def parse_config(argv: list[str]) -> dict[str, Any]:
-    """Run the CLI's parser over ``argv`` (``["fit", "--config", …]``) and stop before building anything.
-
-    Returns the subcommand's config as nested dicts (``cfg["data"]["datasets"]``, ...). Errors are
-    the parser's own (an unknown option or a value of the wrong type), raised, never an exit.
-    """
-
-    class ParseOnly(NeurotrainCLI):
-        def before_instantiate_classes(self) -> None:
-            raise _Parsed(self.config[self.subcommand])
-
-    strategies.register_strategies()
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*args parameter is intended.*")
-            ParseOnly(
-                model_class=pl.LightningModule,
-                subclass_mode_model=True,
-                datamodule_class=ShardDataModule,
-                args=argv,
-                seed_everything_default=False,
-                parser_kwargs={"prog": "neurotrain", "default_env": False, "exit_on_error": False},
-                auto_configure_optimizers=False,
-            )
-    except _Parsed as done:
-        return done.args[0].as_dict()
-    raise RuntimeError("the parser returned without reaching instantiation")
+    """`load_config` as nested dicts (``cfg["data"]["datasets"]``, ...)."""
+    return load_config(argv).as_dict()
 
 
 def _default_run_name(cfg: Any) -> str:
     configs = cfg.get("config") or []
     stem = Path(str(configs[-1])).stem if configs else "run"
     return f"{re.sub(r'[^A-Za-z0-9_.-]', '_', stem)}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def _job_type(model: pl.LightningModule, subcommand: str | None) -> str:
-    if subcommand in ("validate", "test", "predict"):
-        return "eval"
-    if type(model).__name__ == "PretrainModule":
-        return "pretrain"
-    return "finetune"
-
-
-def _mode_for(metric: str) -> str:
-    return "min" if re.search(r"loss|error|mse|mae", metric) else "max"
 
 
 def _share_normalization(model: pl.LightningModule, datamodule: Any) -> None:

@@ -33,8 +33,9 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_warn
 from torch import Tensor
 
 from neurotrain.datamodules.format.channel_types import TYPE_INDEX
-from neurotrain.models.lightning_modules import ClassifierModule, PretrainModule
-from neurotrain.train.tracking.run_record import MEDIA_DIR, find_run_record
+from neurotrain.models.modules import ClassifierModule, PretrainModule
+from neurotrain.train.tracking.run_folder import MEDIA_DIR
+from neurotrain.train.tracking.run_record import find_run_record
 from neurotrain.train.tracking.wandb_run import find_wandb_logger
 
 MIN_TOPO_CHANNELS = 4

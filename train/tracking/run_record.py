@@ -27,14 +27,10 @@ A run left ``running`` whose pid is gone (same host) or whose heartbeat is stale
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import json
 import math
 import os
-import platform
 import socket
-import subprocess
 import time
 import traceback
 from collections.abc import Iterable, Mapping
@@ -43,20 +39,21 @@ from typing import Any
 
 import pytorch_lightning as pl
 import yaml
-from lightning_fabric.loggers.logger import rank_zero_experiment
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
-from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.utilities.rank_zero import rank_zero_warn
 
-from neurotrain.datamodules.io.files import atomic_write_json
-
-SCHEMA_VERSION = 1
-SUMMARY_FILE = "summary.json"
-METRICS_FILE = "metrics.csv"
-CONFIG_FILE = "config.yaml"
-MEDIA_DIR = "media"
-MEDIA_SUFFIXES = (".png", ".jpg", ".jpeg", ".svg")
+from neurotrain.train.tracking.csv_logger import RunCSVLogger
+from neurotrain.train.tracking.provenance import git_info, package_versions
+from neurotrain.train.tracking.run_folder import (
+    CONFIG_FILE,
+    MEDIA_DIR,
+    MEDIA_SUFFIXES,
+    SCHEMA_VERSION,
+    SUMMARY_FILE,
+    read_summary,
+    write_summary,
+)
 
 
 class RunRecord(Callback):
@@ -205,7 +202,7 @@ class RunRecord(Callback):
         mon = self.summary["monitor"]
         # Loggers stamp rows with the fit loop's optimizer-step count, which during the validation at an
         # epoch end is one less than global_step; recording the same number lets best_step find its row.
-        step = _logged_step(trainer)
+        step = _logged_step(trainer, self.monitor)
         epoch = trainer.current_epoch
         mon.update(final=value, final_step=step, final_epoch=epoch)
         best = mon.get("best")
@@ -262,77 +259,6 @@ def find_run_record(trainer: pl.Trainer) -> RunRecord | None:
     return next((cb for cb in trainer.callbacks if isinstance(cb, RunRecord)), None)
 
 
-def write_summary(run_dir: str | Path, summary: dict[str, Any]) -> None:
-    """Write ``summary.json`` atomically, keys in the order the record builds them."""
-    atomic_write_json(Path(run_dir) / SUMMARY_FILE, summary, sort_keys=False, indent=2, default=str)
-
-
-def read_summary(run_dir: str | Path) -> dict[str, Any] | None:
-    """``summary.json`` of a run folder, or None when absent or unreadable (a run that never got far)."""
-    path = Path(run_dir) / SUMMARY_FILE
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def csv_logger(
-    run_dir: str | Path, *, resume: bool = False, flush_logs_every_n_steps: int = 10
-) -> RunCSVLogger:
-    """A CSVLogger that writes exactly ``<run_dir>/metrics.csv``; ``resume=True`` keeps the rows there.
-
-    Pass ``resume=True`` when continuing a run from its checkpoint (``--ckpt_path``), so the metrics
-    logged before the interruption stay in the file; otherwise an old ``metrics.csv`` is replaced.
-    """
-    return RunCSVLogger(run_dir, resume=resume, flush_logs_every_n_steps=flush_logs_every_n_steps)
-
-
-class RunCSVLogger(CSVLogger):
-    """Lightning's CSVLogger with ``log_dir`` = the run folder, and an old ``metrics.csv`` kept on resume.
-
-    ``name=""`` and ``version=""`` make ``log_dir`` the run folder itself (no ``name/version_N``), and
-    ModelCheckpoint's default folder ``<run_dir>/checkpoints``. Lightning 2.x saves the file after every
-    logging call, so a killed process loses at most the row being written. The stock writer deletes
-    ``metrics.csv`` and warns whenever the folder is not empty, which here it always is (config,
-    summary, wandb/); this one warns only when it replaces earlier metrics, and appends when resuming.
-    """
-
-    def __init__(
-        self, run_dir: str | Path, *, resume: bool = False, flush_logs_every_n_steps: int = 10
-    ) -> None:
-        super().__init__(
-            save_dir=str(run_dir), name="", version="", flush_logs_every_n_steps=flush_logs_every_n_steps
-        )
-        self.resume = resume
-
-    @property
-    @rank_zero_experiment
-    def experiment(self) -> _RunMetricsWriter:
-        if self._experiment is None:
-            self._fs.makedirs(self.root_dir, exist_ok=True)
-            self._experiment = _RunMetricsWriter(self.log_dir, keep_existing=self.resume)
-        return self._experiment
-
-
-class _RunMetricsWriter(ExperimentWriter):
-    def __init__(self, log_dir: str, keep_existing: bool) -> None:
-        self._keep_existing = keep_existing
-        super().__init__(log_dir)
-
-    def _check_log_dir_exists(self) -> None:
-        # Called by the base __init__ once metrics_keys and metrics_file_path are set.
-        if not self._fs.isfile(self.metrics_file_path):
-            return
-        if self._keep_existing:
-            with self._fs.open(self.metrics_file_path, "r", newline="") as fh:
-                header = next(csv.reader(fh), [])
-            # New columns merge with these; the base writer rewrites the header when they appear.
-            self.metrics_keys = sorted(header)
-        else:
-            rank_zero_warn(f"{self.metrics_file_path} exists and is replaced by this run's metrics")
-            self._fs.rm_file(self.metrics_file_path)
-
-
 def _checkpoint_paths(trainer: pl.Trainer) -> dict[str, str | None] | None:
     """Best and last checkpoint files of the trainer's (first) ModelCheckpoint, when it has one."""
     ckpt = trainer.checkpoint_callback
@@ -344,10 +270,12 @@ def _checkpoint_paths(trainer: pl.Trainer) -> dict[str, str | None] | None:
     }
 
 
-def _logged_step(trainer: pl.Trainer) -> int:
-    """The step Lightning's logger connector puts on rows logged now (falls back to global_step)."""
-    loop = getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None)
-    return int(getattr(loop, "_batches_that_stepped", trainer.global_step))
+def _logged_step(trainer: pl.Trainer, metric: str) -> int:
+    """The step of the row ``metric`` was last logged on (the CSV logger records it), else global_step."""
+    for logger in trainer.loggers:
+        if isinstance(logger, RunCSVLogger) and metric in logger.logged_steps:
+            return logger.logged_steps[metric]
+    return trainer.global_step
 
 
 def _empty_monitor(name: str, mode: str) -> dict[str, Any]:
@@ -375,37 +303,6 @@ def _media_files(run_dir: Path) -> list[str]:
     return sorted(
         p.relative_to(run_dir).as_posix() for p in media.rglob("*") if p.suffix.lower() in MEDIA_SUFFIXES
     )
-
-
-def git_info(cwd: str | Path | None = None) -> dict[str, Any] | None:
-    """Commit, branch and dirty flag (tracked files only) of the working tree, or None outside git."""
-
-    def git(*args: str) -> str:
-        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10, check=True)
-        return out.stdout.strip()
-
-    try:
-        commit = git("rev-parse", "HEAD")
-    except (OSError, subprocess.SubprocessError):
-        return None
-    try:
-        branch = git("rev-parse", "--abbrev-ref", "HEAD")
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
-    except (OSError, subprocess.SubprocessError):
-        branch, dirty = None, None
-    return {"commit": commit, "branch": branch, "dirty": dirty}
-
-
-def package_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for pkg in ("neurotrain", "torch", "pytorch-lightning", "wandb"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            continue
-    return out
 
 
 def _safe_wandb_info(trainer: pl.Trainer) -> dict[str, Any] | None:

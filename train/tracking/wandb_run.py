@@ -34,7 +34,7 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities.rank_zero import rank_zero_only, rank_zero_warn
 
-from neurotrain.train.tracking.run_record import read_summary
+from neurotrain.train.tracking.run_folder import read_summary
 from neurotrain.train.tracking.wandb_server import WandbMode
 
 ArtifactPolicy = Literal["auto", "file", "reference", "none"]

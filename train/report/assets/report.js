@@ -1,31 +1,8 @@
-"""Style and script of the ``neurotrain compare`` page, inlined into every report.
-
-The script reads the JSON in ``#report-data`` and draws with plotly.js: one chart per metric with every
-run overlaid (EMA smoothing and the x axis chosen live), one parallel-coordinates chart per sweep, and
-click-to-sort on every table. Plots use SVG scatter traces (not WebGL) so they render without a GPU.
-"""
-
-PAGE_CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 1.5em 2em; color: #222; }
-h1 { margin-bottom: 0.2em; } h2 { margin-top: 1.6em; border-bottom: 1px solid #ddd; }
-.meta, .hint { color: #666; font-size: 0.9em; }
-table.sortable { border-collapse: collapse; font-size: 0.88em; }
-table.sortable th, table.sortable td { border: 1px solid #ddd; padding: 4px 8px; text-align: left; vertical-align: top; }
-table.sortable th { background: #f3f3f6; cursor: pointer; user-select: none; white-space: nowrap; }
-table.sortable th.asc::after { content: " \\25B2"; } table.sortable th.desc::after { content: " \\25BC"; }
-td.name { font-weight: 600; } .path, .detail { font-weight: normal; color: #777; font-size: 0.85em; }
-.status-finished { color: #1a7f37; } .status-running { color: #0969da; } .status-unknown { color: #777; }
-tr.row-crashed { background: #fff0f0; } .status-crashed { color: #cf222e; font-weight: 600; }
-.controls { display: flex; gap: 2em; margin: 0.5em 0 1em; align-items: center; }
-#curves { display: grid; grid-template-columns: repeat(auto-fill, minmax(560px, 1fr)); gap: 1em; }
-.plot { height: 360px; border: 1px solid #eee; }
-.parcoords { height: 420px; }
-details.media-run { margin: 0.6em 0; } details.media-run summary { font-weight: 600; cursor: pointer; }
-figure { display: inline-block; margin: 0.4em; vertical-align: top; }
-figure img { max-width: 420px; border: 1px solid #ddd; } figcaption { font-size: 0.8em; color: #555; }
-"""
-
-PAGE_JS = r"""
+// Script of the `neurotrain compare` page, inlined into every report by page.py.
+//
+// It reads the JSON in #report-data and draws with plotly.js: one chart per metric with every run
+// overlaid (EMA smoothing and the x axis chosen live), one parallel-coordinates chart per sweep, and
+// click-to-sort on every table. Plots use SVG scatter traces (not WebGL) so they render without a GPU.
 (function () {
   "use strict";
   const data = JSON.parse(document.getElementById("report-data").textContent);
@@ -132,4 +109,3 @@ PAGE_JS = r"""
   drawCurves();
   drawParcoords();
 })();
-"""
