@@ -14,11 +14,11 @@ import pytest
 
 from neurotrain.train.report.compare import build_report
 from neurotrain.train.sweeps.schema import load_sweep
-from neurotrain.train.tracking.run_record import read_summary
+from neurotrain.train.tracking.run_folder import read_summary
 
 SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
 PRETRAIN = SWEEPS.parent / "train" / "configs" / "eeg_pretrain.yaml"
-SWEEP_CMD = [sys.executable, "-m", "neurotrain.train.sweeps.command"]
+SWEEP_CMD = [sys.executable, "-m", "neurotrain.train.cli", "sweep"]
 
 
 def tiny(data: Path) -> list[str]:
@@ -149,39 +149,44 @@ def test_sigkilled_sweep_continues_on_restart(eeg_shards: Path, tmp_path: Path) 
 def test_pruned_trial_stops_its_run_and_is_recorded_as_pruned(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import json
     from types import SimpleNamespace
 
     import torch
 
     from neurotrain.train.sweeps import local as sweep_local
-    from neurotrain.train.tracking.run_record import write_summary
+    from neurotrain.train.sweeps import study as sweep_study
+    from neurotrain.train.sweeps import trial as sweep_trial
+    from neurotrain.train.tracking.run_folder import write_summary
 
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     always = optuna.pruners.ThresholdPruner(upper=1.0)  # a loss above 1 is pruned at once
-    monkeypatch.setattr(sweep_local, "make_pruner", lambda early: always)
-    monkeypatch.setattr(sweep_local, "_die_with_parent", lambda pid: None)  # not in the test process
-    study = optuna.create_study(study_name="s", storage=sweep_local.make_storage(url), pruner=always)
-    trial = study.ask()
-    cfg = {"storage": url, "study": "s", "trial_id": trial._trial_id, "metric": "val/loss"}
-    monkeypatch.setenv(sweep_local.TRIAL_ENV, json.dumps({**cfg, "early_terminate": None, "parent_pid": 1}))
+    monkeypatch.setattr(sweep_trial, "die_with_parent", lambda pid: None)  # not in the test process
+    study = optuna.create_study(study_name="s", storage=sweep_study.make_storage(url), pruner=always)
+    trial = study.ask()  # the sweep process owns the trial
+    channel = sweep_trial.TrialChannel.create(tmp_path / "trials", "run", metric="val/loss")
+    for key, value in channel.env().items():  # what the sweep process puts in the trial's environment
+        monkeypatch.setenv(key, value)
 
-    reporter = sweep_local.TrialReporter()  # what `--trainer.callbacks+=` puts inside the trial's fit
+    reporter = sweep_trial.TrialReporter()  # what `--trainer.callbacks+=` puts inside the trial's fit
     trainer = SimpleNamespace(
         sanity_checking=False,
         is_global_zero=True,
+        world_size=1,
         should_stop=False,
         callback_metrics={"val/loss": torch.tensor(2.5)},
     )
     reporter.on_validation_end(trainer, None)
-    assert trainer.should_stop  # the run ends early, as a normal finished fit
     run = tmp_path / "run"
     run.mkdir()
     write_summary(run, {"status": "finished", "monitor": {"name": "val/loss", "best": 2.5}})
+    child = SimpleNamespace(poll=lambda: 0)  # the trial process, already ended here
 
     runner = sweep_local._Runner(
-        load_sweep(SWEEPS / "eeg_pretrain.yaml"), study, url, tmp_path, tmp_path, [], "s", 1
+        load_sweep(SWEEPS / "eeg_pretrain.yaml"), study, tmp_path, tmp_path, [], "s", 1, "val/loss"
     )
+    assert runner._follow(trial, child, channel) == 0  # reports validation 1, is pruned, asks to stop
+    reporter.on_train_batch_end(trainer, None, None, None, 0)
+    assert trainer.should_stop  # the run ends early, as a normal finished fit
     with pytest.raises(optuna.TrialPruned):
         runner._outcome(trial, 0, run, tmp_path / "log")
     study.tell(trial, state=optuna.trial.TrialState.PRUNED)

@@ -21,7 +21,7 @@ import optuna
 import pytest
 from test_sweep_local import SWEEP_CMD, grid_file, study_of, tiny
 
-from neurotrain.train.tracking.run_record import read_summary
+from neurotrain.train.tracking.run_folder import read_summary
 
 
 def _pg_bin(name: str) -> str | None:

@@ -7,8 +7,10 @@ from pathlib import Path
 import optuna
 import pytest
 
-from neurotrain.train.sweeps.command import main as sweep_main
-from neurotrain.train.sweeps.schema import SweepError, check_against_config, cli_key, load_sweep, override
+from neurotrain.train.cli import main as cli_main
+from neurotrain.train.sweeps.params import override
+from neurotrain.train.sweeps.schema import SweepError, check_against_config, load_sweep
+from neurotrain.train.tracking.config_keys import cli_key
 
 SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
 PRETRAIN = SWEEPS.parent / "train" / "configs" / "eeg_pretrain.yaml"
@@ -84,7 +86,7 @@ def test_parameter_the_config_lacks_is_refused_before_any_run(
     assert "parameters.model.mask_ratio:" in text and "fast" in text  # a value of the wrong type
     assert "model.optimizer.lr" not in text  # model.init_args.optimizer.lr is model.optimizer.lr and exists
     root = tmp_path / "runs"
-    assert sweep_main([str(path), "--backend", "local", "--root", str(root), "--count", "1"]) == 2
+    assert cli_main(["sweep", str(path), "--backend", "local", "--root", str(root), "--count", "1"]) == 2
     assert "no_such_knob" in capsys.readouterr().err
     assert not root.exists()  # refused before anything ran or was written
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import neurotrain.train.sweeps.local as sweep_local
-from neurotrain.train.sweeps.command import main as sweep_main
+from neurotrain.train.cli import main as cli_main
 from neurotrain.train.sweeps.wandb_backend import WandbUnavailable, agent_values, check_wandb
 
 SWEEP = Path(__file__).resolve().parents[1] / "sweeps" / "eeg_finetune.yaml"
@@ -68,7 +68,7 @@ def _run(
 ) -> tuple[subprocess.CompletedProcess, float]:
     t0 = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "neurotrain.train.sweeps.command", str(SWEEP), *args],
+        [sys.executable, "-m", "neurotrain.train.cli", "sweep", str(SWEEP), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -120,13 +120,13 @@ def test_auto_falls_back_to_local_and_says_so(
     monkeypatch.setenv("NETRC", "/nonexistent-netrc")
     monkeypatch.setenv("WANDB_API_KEY", DUMMY_KEY)
     monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{_closed_port()}")
-    assert sweep_main([str(SWEEP), "--root", str(tmp_path), "--wandb-timeout", "5"]) == 0
+    assert cli_main(["sweep", str(SWEEP), "--root", str(tmp_path), "--wandb-timeout", "5"]) == 0
     out = capsys.readouterr().out
     assert "W&B is unreachable" in out and "running the sweep locally with Optuna instead" in out
     assert len(calls) == 1
 
     monkeypatch.setenv("WANDB_MODE", "offline")
-    assert sweep_main([str(SWEEP), "--root", str(tmp_path)]) == 0
+    assert cli_main(["sweep", str(SWEEP), "--root", str(tmp_path)]) == 0
     assert (
         "W&B is offline (WANDB_MODE=offline): running the sweep locally with Optuna"
         in capsys.readouterr().out

@@ -8,12 +8,17 @@
 
 The file is checked completely (keys, distributions, bounds, and every parameter against the run
 config's LightningCLI parser) before any run starts. Re-running the same command continues the sweep.
+
+Here: the parser of ``neurotrain sweep`` (registered by ``neurotrain.train.cli``) and the choice of
+backend; the W&B backend is `wandb_backend`, the local Optuna engine `local`.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from typing import Any
 
 
 def add_sweep_parser(sub: argparse._SubParsersAction) -> None:
@@ -62,6 +67,7 @@ def add_sweep_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _sweep(args: argparse.Namespace) -> int:
+    """Check the file, then run it with the chosen backend; the exit code."""
     from neurotrain.train.sweeps.schema import SweepError, check_against_config, load_sweep
 
     extra = []
@@ -109,6 +115,7 @@ def _sweep(args: argparse.Namespace) -> int:
             print(f"W&B is unreachable ({exc}); running the sweep locally with Optuna instead", flush=True)
     from neurotrain.train.sweeps.local import run_local
 
+    monitor, direction = _model_monitor(parsed)
     return run_local(
         spec,
         count=args.count,
@@ -117,7 +124,8 @@ def _sweep(args: argparse.Namespace) -> int:
         root=args.root,
         extra=extra,
         sweep_id=args.sweep_id,
-        direction=None if spec.metric else _model_direction(parsed),
+        direction=None if spec.metric else direction,
+        monitor=None if spec.metric else monitor,
     )
 
 
@@ -130,34 +138,31 @@ def _choose_backend(args: argparse.Namespace) -> str:
     mode = resolve_mode()
     if mode == "online":
         return "wandb"
-    import os
-
     raw = os.environ.get("WANDB_MODE")
     why = f"WANDB_MODE={raw}" if raw else "not logged in"
     print(f"W&B is {mode} ({why}): running the sweep locally with Optuna", flush=True)
     return "local"
 
 
-def _model_direction(parsed: dict) -> str:
-    """Without ``metric`` in the file, optimise the model's own monitored metric its own way."""
+def _model_monitor(parsed: dict[str, Any]) -> tuple[str, str]:
+    """Without ``metric`` in the file, the run's monitored metric and ``minimize``/``maximize``.
+
+    As ``neurotrain fit`` decides it: ``--monitor`` when set (its direction from its name), else the
+    model class's ``monitor`` and ``monitor_mode``.
+    """
     import importlib
 
+    from neurotrain.models.metric_names import metric_mode
+
+    if parsed.get("monitor"):
+        monitor = str(parsed["monitor"])
+        return monitor, "maximize" if metric_mode(monitor) == "max" else "minimize"
     path = (parsed.get("model") or {}).get("class_path") or ""
     module, _, name = path.rpartition(".")
     try:
         cls = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError, ValueError):
-        return "minimize"
-    return "maximize" if getattr(cls, "monitor_mode", "min") == "max" else "minimize"
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m neurotrain.train.sweeps.command FILE ...``: the same command without the ``neurotrain`` script."""
-    parser = argparse.ArgumentParser(prog="neurotrain")
-    add_sweep_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["sweep", *(sys.argv[1:] if argv is None else argv)])
-    return args.handler(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        cls = None
+    monitor = getattr(cls, "monitor", None) or "val/loss"
+    mode = getattr(cls, "monitor_mode", None) or metric_mode(monitor)
+    return monitor, "maximize" if mode == "max" else "minimize"

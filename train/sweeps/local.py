@@ -3,57 +3,56 @@
     run_local(spec, count=8, workers=2, root="checkpoints")          # SQLite in checkpoints/sweeps/<name>/
     run_local(spec, storage="postgresql://u:p@db/sweeps", ...)      # agents on many machines, one study
 
-grid -> GridSampler, random -> RandomSampler, bayes -> TPESampler; ``early_terminate: hyperband`` ->
-HyperbandPruner, fed at each validation by ``TrialReporter``, a Lightning callback inside the trial
-process that reports the monitored metric through the shared storage and stops a pruned run.
+Here: the worker threads, one trial process each at a time, and the final report; the study's
+storage, sampler and pruner are in `study`, the trial's command and its channel in `trial`.
 
 Why a subprocess per trial: a crash (even a segfault or OOM kill) fails one trial, not the sweep; each
 trial gets a fresh W&B run, seed and CUDA context; and ``--workers K`` is K such processes at once.
 
+Pruning: the worker thread that runs a trial owns its ``optuna.trial.Trial``. While the trial process
+runs, the thread follows the values it records at each validation (`trial.TrialChannel`), reports
+each one (``trial.report(value, n)``) and asks ``trial.should_prune()``; when pruned it records
+``pruned_at``, asks the process to stop (the run ends as a normal finished fit), and the trial
+ends PRUNED. The trial process never opens the study.
+
 Resilience: a trial process that exits non-zero is a FAIL trial with its error (``user_attrs["error"]``)
 and the sweep goes on. RUNNING trials left by a dead sweep process are failed and re-queued with the
-same parameters (``RetryStale``): at once when that process ran on this host, otherwise
-when its heartbeat is older than the grace period. The budget (``--count``/``run_cap``/grid size)
-counts trials, not counting ones superseded by their retry, so a restart runs exactly what is left.
+same parameters: at once when that process ran on this host (`study.retry_dead_local_trials`),
+otherwise when its heartbeat is older than the grace period; they keep the ``error`` written when they
+started, which says their sweep process died. The budget (``--count``/``run_cap``/grid size) counts
+trials, not counting ones superseded by their retry, so a restart runs exactly what is left.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
 import sys
 import threading
-import warnings
+import time
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import optuna
-import pytorch_lightning as pl
-from optuna.storages import RDBStorage
 from optuna.trial import TrialState
-from pytorch_lightning.callbacks import Callback
 
 from neurotrain.train.sweeps.schema import SweepSpec
-from neurotrain.train.tracking.run_record import read_summary
+from neurotrain.train.sweeps.study import (
+    HEARTBEAT_S,
+    MAX_RETRY,
+    RetryStale,
+    dead_trial_message,
+    make_pruner,
+    make_sampler,
+    make_storage,
+    retry_dead_local_trials,
+)
+from neurotrain.train.sweeps.trial import TrialChannel, trial_command
+from neurotrain.train.tracking.run_folder import read_summary
 
-# Optuna 4.9 renamed the stale-trial retry callback and its RDBStorage argument; accept both.
-try:
-    from optuna.storages import RetryHeartbeatStaleTrialCallback as RetryStale
-
-    _STALE_KW = "heartbeat_stale_trial_callback"
-except ImportError:  # optuna < 4.9
-    from optuna.storages import RetryStale as RetryStale
-
-    _STALE_KW = "failed_trial_callback"
-
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-
-TRIAL_ENV = "NEUROTRAIN_SWEEP_TRIAL"
-HEARTBEAT_S = 10
-MAX_RETRY = 3
+POLL_S = 0.5  # how often a worker thread looks for new validations of its trial
 
 
 class TrialFailed(RuntimeError):
@@ -67,29 +66,35 @@ def run_local(
     workers: int = 1,
     storage: str | None = None,
     root: str | Path = "checkpoints",
-    extra: list[str] = (),
+    extra: Sequence[str] = (),
     sweep_id: str | None = None,
     direction: str | None = None,
+    monitor: str | None = None,
     heartbeat_s: int = HEARTBEAT_S,
 ) -> int:
-    """Run (or continue) the sweep's study until its budget is used; prints the best trial. Exit code."""
+    """Run (or continue) the sweep's study until its budget is used; prints the best trial. Exit code.
+
+    ``direction`` and ``monitor`` stand in for the file's ``metric`` when it has none (the model's own
+    monitored metric and which way it goes).
+    """
     root = Path(root).resolve()
     sweep_id = sweep_id or spec.fingerprint
     study_name = f"{spec.name}-{sweep_id}"
     folder = root / "sweeps" / spec.name
     folder.mkdir(parents=True, exist_ok=True)
     url = storage or f"sqlite:///{folder / 'optuna.db'}"
+    rdb = make_storage(url, heartbeat_s)
     study = optuna.create_study(
         study_name=study_name,
-        storage=make_storage(url, heartbeat_s),
-        sampler=_sampler(spec),
+        storage=rdb,
+        sampler=make_sampler(spec),
         pruner=make_pruner(spec.early_terminate),
         direction=direction or spec.goal,
         load_if_exists=True,
     )
     study.set_user_attr("sweep_file", str(spec.path))
     study.set_user_attr("sweep", spec.raw)
-    revived = retry_dead_local_trials(study)
+    revived = retry_dead_local_trials(study_name, rdb)
     budget = _budget(spec, count)
     print(
         f"sweep {study_name}: {spec.method} search, {workers} worker(s), budget "
@@ -97,7 +102,8 @@ def run_local(
         + (f"; re-queued {revived} trial(s) of a dead sweep process" if revived else ""),
         flush=True,
     )
-    runner = _Runner(spec, study, url, root, folder, list(extra), study_name, budget)
+    metric = spec.metric or monitor or "val/loss"
+    runner = _Runner(spec, study, root, folder, list(extra), study_name, budget, metric)
     threads = [threading.Thread(target=runner.loop, name=f"sweep-worker-{i}") for i in range(max(1, workers))]
     for t in threads:
         t.start()
@@ -118,46 +124,6 @@ def run_local(
     return report(study, root, study_name)
 
 
-def make_storage(url: str, heartbeat_s: int = HEARTBEAT_S) -> RDBStorage:
-    """An RDB storage with heartbeats, stale trials retried, and SQLite waiting out concurrent writers."""
-    return RDBStorage(
-        _driver(url),
-        engine_kwargs=_engine(url),
-        heartbeat_interval=heartbeat_s,
-        grace_period=3 * heartbeat_s,
-        **{_STALE_KW: RetryStale(max_retry=MAX_RETRY)},
-    )
-
-
-def make_pruner(early: dict[str, Any] | None) -> optuna.pruners.BasePruner:
-    """W&B hyperband (min_iter, or max_iter and s; eta) as Optuna's HyperbandPruner over validations."""
-    if not early:
-        return optuna.pruners.NopPruner()
-    eta = int(early.get("eta", 3))
-    max_iter = early.get("max_iter")
-    min_iter = early.get("min_iter") or max(1, int(max_iter / eta ** early.get("s", 0)))
-    return optuna.pruners.HyperbandPruner(
-        min_resource=int(min_iter), max_resource=int(max_iter) if max_iter else "auto", reduction_factor=eta
-    )
-
-
-def retry_dead_local_trials(study: optuna.Study) -> int:
-    """Fail and re-queue RUNNING trials whose sweep process on this host is gone (killed, rebooted)."""
-    host, n = socket.gethostname(), 0
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        pid = t.user_attrs.get("sweep_pid")
-        if t.user_attrs.get("host") != host or not pid or _alive(int(pid)):
-            continue
-        reason = (
-            f"sweep process {pid} on {host} died while this trial ran; re-queued with the same parameters"
-        )
-        study._storage.set_trial_user_attr(t._trial_id, "error", reason)
-        if study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
-            RetryStale(max_retry=MAX_RETRY)(study, study._storage.get_trial(t._trial_id))
-            n += 1
-    return n
-
-
 def report(study: optuna.Study, root: Path, study_name: str) -> int:
     """Print trial states and the best trial with its run folder; 0 when a trial completed."""
     trials = study.get_trials(deepcopy=False)
@@ -168,7 +134,7 @@ def report(study: optuna.Study, root: Path, study_name: str) -> int:
     )
     for t in trials:
         if t.state == TrialState.FAIL:
-            print(f"  trial {t.number} FAIL: {str(t.user_attrs.get('error', '?')).splitlines()[-1][:200]}")
+            print(f"  trial {t.number} FAIL: {str(t.user_attrs.get('error') or '?').splitlines()[-1][:200]}")
     try:
         best = study.best_trial
     except ValueError:
@@ -181,45 +147,6 @@ def report(study: optuna.Study, root: Path, study_name: str) -> int:
     return 0
 
 
-class TrialReporter(Callback):
-    """Inside a trial's ``neurotrain fit``: reports the metric at each validation, stops if pruned.
-
-    Configured by ``$NEUROTRAIN_SWEEP_TRIAL`` (storage URL, study, trial id, metric, early_terminate,
-    parent pid), set by the sweep engine; without it the callback does nothing.
-    """
-
-    def __init__(self) -> None:
-        self.cfg = json.loads(os.environ.get(TRIAL_ENV) or "null")
-        self.n_val = 0
-        self._trial: optuna.trial.Trial | None = None
-        if self.cfg:
-            _die_with_parent(int(self.cfg["parent_pid"]))
-
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not self.cfg or trainer.sanity_checking or not trainer.is_global_zero:
-            return
-        value = trainer.callback_metrics.get(self.cfg["metric"])
-        if value is None:
-            return
-        self.n_val += 1
-        trial = self._get_trial()
-        trial.report(float(value), self.n_val)
-        if trial.should_prune():
-            trial.set_user_attr("pruned_at", self.n_val)
-            print(f"trial {trial.number} pruned by hyperband at validation {self.n_val}", flush=True)
-            trainer.should_stop = True
-
-    def _get_trial(self) -> optuna.trial.Trial:
-        if self._trial is None:
-            c = self.cfg
-            storage = RDBStorage(_driver(c["storage"]), engine_kwargs=_engine(c["storage"]))
-            study = optuna.load_study(
-                study_name=c["study"], storage=storage, pruner=make_pruner(c["early_terminate"])
-            )
-            self._trial = optuna.trial.Trial(study, int(c["trial_id"]))
-        return self._trial
-
-
 # helpers -------------------------------------------------------------------------------------------------
 
 
@@ -230,15 +157,15 @@ class _Runner:
         self,
         spec: SweepSpec,
         study: optuna.Study,
-        url: str,
         root: Path,
         folder: Path,
         extra: list[str],
         study_name: str,
         budget: int | None,
+        metric: str,
     ) -> None:
-        self.spec, self.study, self.url, self.root, self.folder = spec, study, url, root, folder
-        self.extra, self.study_name, self.budget = extra, study_name, budget
+        self.spec, self.study, self.root, self.folder = spec, study, root, folder
+        self.extra, self.study_name, self.budget, self.metric = extra, study_name, budget, metric
         self.local = threading.local()
         self.stopping = threading.Event()
         self.interrupted: set[int] = set()
@@ -270,50 +197,65 @@ class _Runner:
         values = {p.key: p.suggest(trial) for p in self.spec.params}
         fixed = {p.key: p.spec["value"] for p in self.spec.params if p.distribution == "constant"}
         run_name = f"{self.study_name}-{trial.number:03d}"
+        host, pid = socket.gethostname(), os.getpid()
         for key, value in {
-            "host": socket.gethostname(),
-            "sweep_pid": os.getpid(),
+            "host": host,
+            "sweep_pid": pid,
             "run_name": run_name,
             "values": {**values, **fixed},
+            "error": dead_trial_message(pid, host),  # what the trial keeps if this process dies
         }.items():
             trial.set_user_attr(key, value)
-        cmd = [
-            sys.executable,
-            "-m",
-            "neurotrain.train.cli",
-            *self.spec.base_args(),
-            *self.extra,
-            *self.spec.trial_args(values),
-            f"--trainer.default_root_dir={self.root}",
-            f"--run_name={run_name}",
-            f"--group={self.study_name}",
-            f"--sweep_id={self.study_name}",
-            f"--sweep_params={json.dumps({**values, **fixed})}",
-            "--trainer.callbacks+=neurotrain.train.sweeps.local.TrialReporter",
-        ]
-        if self.spec.metric:
-            cmd.append(f"--monitor={self.spec.metric}")
-        env = dict(os.environ)
-        env[TRIAL_ENV] = json.dumps(
-            {
-                "storage": self.url,
-                "study": self.study_name,
-                "trial_id": trial._trial_id,
-                "metric": self.spec.metric or "val/loss",
-                "early_terminate": self.spec.early_terminate,
-                "parent_pid": os.getpid(),
-            }
+        cmd = trial_command(
+            self.spec,
+            values,
+            extra=self.extra,
+            root=self.root,
+            run_name=run_name,
+            group=self.study_name,
+            sweep_id=self.study_name,
+            sweep_params={**values, **fixed},
+            reporter=True,
         )
+        channel = TrialChannel.create(self.folder / "trials", run_name, self.metric)
         print(f"trial {trial.number} started: {run_name} {values}", flush=True)
         log = self.folder / "logs" / f"{run_name}.log"
         log.parent.mkdir(exist_ok=True)
         with open(log, "w") as fh:
-            rc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env).returncode
+            proc = subprocess.Popen(
+                cmd, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, **channel.env()}
+            )
+            rc = self._follow(trial, proc, channel)
         return self._outcome(trial, rc, self.root / run_name, log)
+
+    def _follow(self, trial: optuna.trial.Trial, proc: subprocess.Popen, channel: TrialChannel) -> int:
+        """Wait for the trial process, reporting each validation it records; stop it once pruned."""
+        reported, pruned = 0, False
+        try:
+            while True:
+                rc = proc.poll()  # before reading: once it has exited, every value is in the file
+                if not pruned:
+                    for n, value in channel.read_values(after=reported):
+                        reported = n
+                        trial.report(value, n)
+                        if trial.should_prune():
+                            pruned = True
+                            trial.set_user_attr("pruned_at", n)
+                            channel.request_stop()
+                            print(f"trial {trial.number} pruned by hyperband at validation {n}", flush=True)
+                            break
+                if rc is not None:
+                    return rc
+                time.sleep(POLL_S)
+        except Exception as exc:  # the storage failed us: end the run, fail the trial, go on
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait()
+            raise TrialFailed(f"reporting trial {trial.number} to the study failed: {exc!r}") from exc
 
     def _outcome(self, trial: optuna.trial.Trial, rc: int, run_dir: Path, log: Path) -> float:
         summary = read_summary(run_dir) or {}
-        attrs = self.study._storage.get_trial(trial._trial_id).user_attrs
+        attrs = trial.user_attrs
         if rc != 0 and self.stopping.is_set():
             self.interrupted.add(trial.number)
             trial.set_user_attr("error", "interrupted (Ctrl-C); re-queued with the same parameters")
@@ -327,6 +269,7 @@ class _Runner:
             raise TrialFailed(message)
         value = (summary.get("monitor") or {}).get("best")
         if "pruned_at" in attrs:
+            trial.set_user_attr("error", None)
             print(f"trial {trial.number} PRUNED at validation {attrs['pruned_at']}", flush=True)
             raise optuna.TrialPruned(f"pruned at validation {attrs['pruned_at']}")
         if value is None:
@@ -334,6 +277,7 @@ class _Runner:
             message = f"the run recorded no value of {name} (no validation ran?) (log: {log})"
             trial.set_user_attr("error", message)
             raise TrialFailed(message)
+        trial.set_user_attr("error", None)
         print(f"trial {trial.number} finished: best {value:.6g}", flush=True)
         return float(value)
 
@@ -341,56 +285,6 @@ class _Runner:
 def _budget(spec: SweepSpec, count: int | None) -> int | None:
     caps = [c for c in (count, spec.run_cap, spec.grid_size() if spec.method == "grid" else None) if c]
     return min(caps) if caps else None
-
-
-def _sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
-    if spec.method == "grid":
-        # One seed everywhere: a trial number maps to the same grid point in every agent process.
-        return optuna.samplers.GridSampler(spec.grid_space(), seed=0)
-    if spec.method == "random":
-        return optuna.samplers.RandomSampler()
-    return optuna.samplers.TPESampler(n_startup_trials=5)
-
-
-def _engine(url: str) -> dict[str, Any]:
-    return {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-
-
-def _driver(url: str) -> str:
-    """``postgresql://`` means psycopg 3 to SQLAlchemy 2.1; use psycopg2 when only that is installed."""
-    if not url.startswith("postgresql://"):
-        return url
-    import importlib.util
-
-    if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
-        return "postgresql+psycopg2://" + url.removeprefix("postgresql://")
-    return url
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _die_with_parent(parent: int) -> None:
-    """A trial process ends (SIGTERM) when its sweep process dies, even by SIGKILL (Linux)."""
-    if os.getppid() != parent:  # already orphaned while starting up
-        os._exit(75)
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
-
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            return
-        if os.getppid() != parent:
-            os._exit(75)
 
 
 def _tail(log: Path, n: int = 3) -> str:

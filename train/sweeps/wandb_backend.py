@@ -8,27 +8,26 @@ reached, or does not answer, fails within ``timeout_s`` (default 30 s), each wit
 
 Inside ``wandb.agent`` the agent puts the run id, the sweep id and a file of the chosen values in the
 environment (``WANDB_RUN_ID``, ``WANDB_SWEEP_ID``, ``WANDB_SWEEP_PARAM_PATH``); the trial process
-inherits them, so its W&B run is the sweep's run, and the values become ``--model.lr=…`` overrides.
+inherits them, so its W&B run is the sweep's run, and the values become ``--model.optimizer.lr=…``
+overrides. The trial's command is `trial.trial_command`'s, as in the local engine; whether W&B can be
+reached, and with which credentials, `neurotrain.train.tracking.wandb_server` decides.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import socket
 import subprocess
-import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import yaml
 
-from neurotrain.train.sweeps.schema import SweepSpec, cli_key
-
-DEFAULT_BASE_URL = "https://api.wandb.ai"
+from neurotrain.train.sweeps.schema import SweepSpec
+from neurotrain.train.sweeps.trial import trial_command
+from neurotrain.train.tracking.config_keys import cli_key, flatten
+from neurotrain.train.tracking.wandb_server import is_logged_in, probe, resolve_mode, server_url
 
 
 class WandbUnavailable(RuntimeError):
@@ -39,7 +38,7 @@ def run_wandb(
     spec: SweepSpec,
     *,
     count: int | None = None,
-    extra: list[str] = (),
+    extra: Sequence[str] = (),
     root: str | Path = "checkpoints",
     project: str = "neurotrain",
     entity: str | None = None,
@@ -63,22 +62,16 @@ def run_wandb(
         values = agent_values()
         run_id = os.environ.get("WANDB_RUN_ID", "run")
         run_name = f"{spec.name}-{sweep_id}-{run_id}"
-        cmd = [
-            sys.executable,
-            "-m",
-            "neurotrain.train.cli",
-            *spec.base_args(),
-            *extra,
-            *spec.trial_args(values),
-            f"--trainer.default_root_dir={root}",
-            f"--run_name={run_name}",
-            f"--group={spec.name}-{sweep_id}",
-            f"--sweep_id={sweep_id}",
-            f"--sweep_params={json.dumps(values)}",
-            f"--wandb_project={spec.raw.get('project') or project}",
-        ]
-        if spec.metric:
-            cmd.append(f"--monitor={spec.metric}")
+        cmd = trial_command(
+            spec,
+            values,
+            extra=extra,
+            root=root,
+            run_name=run_name,
+            group=f"{spec.name}-{sweep_id}",
+            sweep_id=sweep_id,
+            wandb_project=spec.raw.get("project") or project,
+        )
         rc = subprocess.run(cmd).returncode
         if rc != 0:
             failures.append(run_name)
@@ -91,33 +84,27 @@ def run_wandb(
     return 0
 
 
-def check_wandb(timeout_s: float = 30.0, env: dict[str, str] | None = None) -> str:
+def check_wandb(timeout_s: float = 30.0, env: Mapping[str, str] | None = None) -> str:
     """The W&B server URL when a key exists and the server accepts a connection; else WandbUnavailable."""
-    from neurotrain.train.tracking.wandb_server import is_logged_in
-
     env = dict(os.environ if env is None else env)
-    mode = (env.get("WANDB_MODE") or "").lower()
-    if mode in ("offline", "dryrun", "disabled"):
+    mode = resolve_mode(env)
+    var = "WANDB_MODE" if (env.get("WANDB_MODE") or "").strip() else "WANDB_DISABLED"
+    if mode == "disabled" or (mode == "offline" and var == "WANDB_MODE"):  # switched off, not logged out
         raise WandbUnavailable(
-            f"WANDB_MODE={mode}: W&B sweeps need the W&B server; unset WANDB_MODE or use --backend local"
+            f"{var}={env.get(var)}: W&B sweeps need the W&B server; unset {var} or use --backend local"
         )
     if not is_logged_in(env):
         raise WandbUnavailable(
             "no W&B API key: run `wandb login` or set WANDB_API_KEY, or use --backend local"
         )
-    url = env.get("WANDB_BASE_URL") or DEFAULT_BASE_URL
-    parsed = urlparse(url)
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    try:
-        socket.create_connection((parsed.hostname or "", port), timeout=timeout_s).close()
-    except OSError as exc:
-        raise WandbUnavailable(
-            f"cannot reach the W&B server at {url} within {timeout_s:g} s ({exc})"
-        ) from exc
+    url = server_url(env)
+    why = probe(url, timeout_s)
+    if why is not None:
+        raise WandbUnavailable(f"cannot reach the W&B server at {url} within {timeout_s:g} s ({why})")
     return url
 
 
-def agent_values(env: dict[str, str] | None = None) -> dict[str, Any]:
+def agent_values(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The values the W&B agent chose for this run, as flat CLI keys (``model.lr``)."""
     env = os.environ if env is None else env
     path = env.get("WANDB_SWEEP_PARAM_PATH")
@@ -129,19 +116,8 @@ def agent_values(env: dict[str, str] | None = None) -> dict[str, Any]:
         if key == "wandb_version":  # the file's format marker, not a parameter
             continue
         value = item.get("value") if isinstance(item, dict) and "value" in item else item
-        if isinstance(value, dict):  # W&B's nested parameters arrive as nested dicts
-            for sub, v in _flatten(value, key).items():
-                out[cli_key(sub)] = v
-        else:
-            out[cli_key(key)] = value
-    return out
-
-
-def _flatten(tree: dict[str, Any], prefix: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        full = f"{prefix}.{key}"
-        out.update(_flatten(value, full) if isinstance(value, dict) else {full: value})
+        # W&B's nested parameters arrive as nested dicts
+        out.update({cli_key(sub): v for sub, v in flatten(value, str(key)).items()})
     return out
 
 
