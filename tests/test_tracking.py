@@ -177,9 +177,9 @@ def test_online_start_failure_falls_back_to_offline(
     monkeypatch.setenv("WANDB_INIT_TIMEOUT", "2")
     monkeypatch.delenv("WANDB_MODE", raising=False)
     assert resolve_mode() == "online"
-    logger = wandb_logger(tmp_path, mode="online", name="flaky")
     with pytest.warns(UserWarning, match="logging offline instead"):
-        run = logger.experiment
+        logger = wandb_logger(tmp_path, mode="online", name="flaky")
+    run = logger.experiment
     assert run.offline and logger.mode == "offline"
     logger.log_metrics({"val/loss": 1.0}, step=0)
     logger.finalize("success")

@@ -28,8 +28,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytorch_lightning as pl
-from lightning_fabric.loggers.logger import rank_zero_experiment
-from lightning_fabric.utilities.logger import _convert_params, _sanitize_callable_params
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities.rank_zero import rank_zero_only, rank_zero_warn
@@ -59,27 +57,57 @@ def wandb_logger(
     tags: list[str] | None = None,
     job_type: str | None = None,
 ) -> RunWandbLogger:
-    """A WandbLogger writing into ``<run_dir>/wandb``; no run exists until rank zero first logs."""
+    """A WandbLogger writing into ``<run_dir>/wandb``, its run started now on global rank zero.
+
+    The run is created here with ``wandb.init`` (rank zero only; other ranks get Lightning's dummy
+    experiment) and handed to the logger, so an online start that fails (no network, bad key,
+    server down) can fall back to offline with a warning instead of stopping the training.
+    """
+    kwargs: dict[str, Any] = {
+        "dir": str(run_dir),
+        "project": project,
+        "entity": entity,
+        "name": name,
+        "group": group,
+        "tags": list(tags or []) or None,
+        "job_type": job_type,
+    }
+    run, started = None, mode
+    if rank_zero_only.rank == 0:
+        run, started = _start_run(Path(run_dir), mode, kwargs)
+    names = {k: v for k, v in kwargs.items() if k != "dir"}
+    return RunWandbLogger(mode=started, experiment=run, save_dir=str(run_dir), **names)
+
+
+def _start_run(run_dir: Path, mode: WandbMode, kwargs: dict[str, Any]) -> tuple[Any, WandbMode]:
+    """``wandb.init`` in ``mode``; an online start that fails is retried offline (said once)."""
     import wandb
 
-    offline = mode == "offline"
+    run = None
+    if mode == "online":
+        try:
+            run = wandb.init(mode="online", settings=_settings(offline=False), **kwargs)
+        except Exception as exc:  # no network, bad key, server down: keep training, offline
+            rank_zero_warn(f"W&B online start failed ({type(exc).__name__}: {exc}); logging offline instead")
+            print_offline_hint(run_dir)
+            mode = "offline"
+    if run is None:
+        run = wandb.init(mode="offline", settings=_settings(offline=True), **kwargs)
+    # Charts over the trainer's step, which Lightning's logger adds to every row it logs.
+    run.define_metric("trainer/global_step")
+    run.define_metric("*", step_metric="trainer/global_step", step_sync=True)
+    return run, mode
+
+
+def _settings(offline: bool) -> Any:
+    import wandb
+
     extra: dict[str, Any] = {}
     if offline:  # our one line replaces W&B's banner and its "wandb sync" hint
         extra["silent"] = True
     if "WANDB_INIT_TIMEOUT" not in os.environ:  # explicit settings would override the user's variable
         extra["init_timeout"] = INIT_TIMEOUT_S
-    settings = wandb.Settings(**extra)
-    return RunWandbLogger(
-        save_dir=str(run_dir),
-        project=project,
-        entity=entity,
-        name=name,
-        group=group,
-        tags=list(tags or []) or None,
-        job_type=job_type,
-        mode=mode,
-        settings=settings,
-    )
+    return wandb.Settings(**extra)
 
 
 @rank_zero_only
@@ -93,52 +121,32 @@ def print_offline_hint(run_dir: str | Path) -> None:
 
 
 class RunWandbLogger(WandbLogger):
-    """WandbLogger that finishes its run when the stage ends and falls back to offline if online fails.
+    """WandbLogger over a run `wandb_logger` started, finished when the stage ends.
 
     Lightning leaves the W&B run open after ``fit``; a second run in the same process (tests, a
-    ``fit`` then ``test``) would then be appended to the first. Finishing in ``finalize`` closes it with
-    exit code 0 on success and 1 on failure, which W&B shows as finished or failed.
+    chain of fits) would then be appended to the first. Finishing in ``finalize`` closes it with exit
+    code 0 on success and 1 on failure, which W&B shows as finished or failed; the logger serves one
+    stage (``neurotrain`` runs one subcommand per process). ``mode`` says where the run went.
     """
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, *, mode: WandbMode, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        # Lightning always passes ``anonymous``, which wandb 0.31 warns is a no-op.
-        if self._wandb_init.get("anonymous") is None:
-            self._wandb_init.pop("anonymous", None)
-
-    @property
-    @rank_zero_experiment
-    def experiment(self) -> Any:
-        if self._experiment is None and self._wandb_init.get("mode") == "online":
-            try:
-                return WandbLogger.experiment.fget(self)
-            except Exception as exc:  # no network, bad key, server down: keep training, offline
-                rank_zero_warn(
-                    f"W&B online start failed ({type(exc).__name__}: {exc}); logging offline instead"
-                )
-                self._wandb_init["mode"] = "offline"
-                print_offline_hint(self.save_dir)
-        return WandbLogger.experiment.fget(self)
-
-    @property
-    def mode(self) -> str:
-        return str(self._wandb_init.get("mode") or "online")
+        self.mode = mode
+        self._finished = False
 
     @rank_zero_only
     def log_hyperparams(self, params: Any) -> None:
         # Under ``hparams``: the top level of the W&B config is the resolved CLI config, and the module's
         # and datamodule's hyperparameters (normalisation tables included) would bury it.
-        super().log_hyperparams({"hparams": _sanitize_callable_params(_convert_params(params))})
+        super().log_hyperparams({"hparams": dict(params) if isinstance(params, Mapping) else vars(params)})
 
     @rank_zero_only
     def finalize(self, status: str) -> None:
         super().finalize(status)
-        if self._experiment is None:
+        if self._finished:
             return
-        run, self._experiment = self._experiment, None
-        # A later stage on the same trainer (``trainer.test`` after ``fit``) resumes this run id.
-        self._wandb_init["id"] = self._id = run.id
-        run.finish(exit_code=0 if status == "success" else 1)
+        self._finished = True
+        self.experiment.finish(exit_code=0 if status == "success" else 1)
 
 
 class WandbRunTracker(Callback):
