@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import warnings
 from pathlib import Path
 from typing import Any
+
+from neurotrain.datamodules.io.files import atomic_path
 
 _WRAPPER_PREFIX = "_forward_module."
 _CLIENT_KEYS = ("hyper_parameters", "normalization", "data", "epoch", "global_step")
@@ -43,13 +44,8 @@ def export_checkpoint(src: str | Path, out: str | Path) -> Path:
     for key in _CLIENT_KEYS:
         if client.get(key) is not None:
             metadata[key] = json.dumps(client[key], default=str)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    try:
+    with atomic_path(out) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return out
 
 
