@@ -62,8 +62,8 @@ def pipe_cat(folder: Path) -> str:
 
 
 def leftovers(cache: Path) -> list[str]:
-    """Temporary download files anywhere in the cache."""
-    return [p.name for p in cache.rglob("*.part")]
+    """Temporary download files anywhere in the cache (``atomic_path``'s ``.<name>.*.tmp``, or ``*.part``)."""
+    return [p.name for p in cache.rglob("*") if p.suffix in (".tmp", ".part")]
 
 
 def cache_folder(url: str, cache: Path) -> Path:

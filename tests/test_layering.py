@@ -21,7 +21,11 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
-FOLDERS = {"datamodules": "neurotrain.datamodules", "models": "neurotrain.models", "train": "neurotrain.train"}
+FOLDERS = {
+    "datamodules": "neurotrain.datamodules",
+    "models": "neurotrain.models",
+    "train": "neurotrain.train",
+}
 
 # unit -> the units it may import (besides itself). A module belongs to the longest unit prefix.
 MAY_IMPORT: dict[str, set[str]] = {
@@ -41,9 +45,13 @@ MAY_IMPORT: dict[str, set[str]] = {
 _DATA = set(MAY_IMPORT)
 MAY_IMPORT["neurotrain.train.tracking"] = _DATA | {"neurotrain.models"}
 MAY_IMPORT["neurotrain.train.run"] = MAY_IMPORT["neurotrain.train.tracking"] | {"neurotrain.train.tracking"}
-MAY_IMPORT["neurotrain.train.report"] = MAY_IMPORT["neurotrain.train.tracking"] | {"neurotrain.train.tracking"}
+MAY_IMPORT["neurotrain.train.report"] = MAY_IMPORT["neurotrain.train.tracking"] | {
+    "neurotrain.train.tracking"
+}
 MAY_IMPORT["neurotrain.train.sweeps"] = MAY_IMPORT["neurotrain.train.run"] | {"neurotrain.train.run"}
-MAY_IMPORT["neurotrain.train.evaluation"] = MAY_IMPORT["neurotrain.train.sweeps"] | {"neurotrain.train.report"}
+MAY_IMPORT["neurotrain.train.evaluation"] = MAY_IMPORT["neurotrain.train.sweeps"] | {
+    "neurotrain.train.report"
+}
 # the entry point and the data commands sit on top of everything
 MAY_IMPORT["neurotrain.train"] = set(MAY_IMPORT) | {"neurotrain.train.evaluation"}
 
@@ -117,3 +125,29 @@ def test_every_subpackage_is_installed(folder: str) -> None:
         rel = init.parent.relative_to(ROOT / folder)
         name = ".".join((FOLDERS[folder], *rel.parts))
         assert name in listed, f"{name} is missing from [tool.setuptools] packages in pyproject.toml"
+
+
+# Public import paths that moved in the layout change, and where the object lives now.
+MOVED = [
+    ("neurotrain.models.lightning_modules", "PretrainModule", "neurotrain.models.modules"),
+    ("neurotrain.models.lightning_modules", "ClassifierModule", "neurotrain.models.modules"),
+    ("neurotrain.models.lightning_modules", "RegressorModule", "neurotrain.models.modules"),
+    ("neurotrain.models.lightning_modules", "AlignmentModule", "neurotrain.models.modules"),
+    (
+        "neurotrain.datamodules.shard_datamodule",
+        "ShardDataModule",
+        "neurotrain.datamodules.loading.datamodule",
+    ),
+    ("neurotrain.datamodules", "ShardDataModule", "neurotrain.datamodules.loading.datamodule"),
+    ("neurotrain.datamodules.sharding", "shard_dataset", "neurotrain.datamodules.sharding.pipeline"),
+    ("neurotrain.datamodules.channel_types", "CHANNEL_TYPES", "neurotrain.datamodules.format.channel_types"),
+    ("neurotrain.datamodules.example_data", "fetch", "neurotrain.datamodules.sharding.examples"),
+    ("neurotrain.train.baselines", "score_on_loaders", "neurotrain.train.evaluation.baselines"),
+]
+
+
+@pytest.mark.parametrize(("old", "name", "new"), MOVED)
+def test_moved_public_paths_still_import(old: str, name: str, new: str) -> None:
+    import importlib
+
+    assert getattr(importlib.import_module(old), name) is getattr(importlib.import_module(new), name)

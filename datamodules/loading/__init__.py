@@ -8,6 +8,7 @@ normalisation into a batch), ``selection`` (per-stage subject/event rules), ``no
 (statistics tables), ``images`` (stimulus images of paired data), ``remote`` (URL and ``pipe:``
 datasets staged into the cache).
 
-May import ``neurotrain.datamodules.io`` and ``neurotrain.datamodules.format``; never the
-sharding side, ``models`` or ``train``.
+Every manifest is read through ``format.manifest.load_manifest`` (schema version checked). May
+import ``neurotrain.datamodules.io`` and ``neurotrain.datamodules.format``; never the sharding
+side, ``models`` or ``train``.
 """

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +51,25 @@ class Layout:
         return state
 
 
+def kept_channels(meta: dict[str, Any], channel_types: list[str] | None, drop_bad: bool) -> list[int]:
+    """Stored rows of a sample's channels that a ``(channel_types, drop_bad)`` choice keeps, in order.
+
+    ``drop_bad`` leaves out the channels named in ``meta["bad_channels"]``; ``channel_types``
+    (``None``: every type) keeps only channels of those MNE types.
+    """
+    bads = set(meta.get("bad_channels") or []) if drop_bad else set()
+    return [
+        i
+        for i, (n, t) in enumerate(zip(meta["ch_names"], meta["ch_types"], strict=True))
+        if n not in bads and (channel_types is None or t in channel_types)
+    ]
+
+
+def widest_kept(metas: Iterable[dict[str, Any]], channel_types: list[str] | None, drop_bad: bool) -> int:
+    """The most channels ``kept_channels`` keeps of any of these samples (0 without any)."""
+    return max((len(kept_channels(m, channel_types, drop_bad)) for m in metas), default=0)
+
+
 def make_layout(
     meta: dict[str, Any],
     c_max: int,
@@ -61,10 +81,7 @@ def make_layout(
     """Layout of one sample's channel set; ``norm`` maps channel type -> (center, scale)."""
     names = list(meta["ch_names"])
     types = list(meta["ch_types"])
-    bads = set(meta.get("bad_channels") or []) if drop_bad else set()
-    keep = [i for i, (n, t) in enumerate(zip(names, types, strict=True)) if n not in bads]
-    if channel_types is not None:
-        keep = [i for i in keep if types[i] in channel_types]
+    keep = kept_channels(meta, channel_types, drop_bad)
     if channels is not None:
         where = {n: i for i, n in enumerate(channels)}
         keep = [i for i in keep if names[i] in where]

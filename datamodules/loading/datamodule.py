@@ -28,31 +28,34 @@ Paired views, only when asked for (``images``, ``pair_channel_types``):
     pair_signal ... pair_channel_types      the same windows through the pair channel types,
     pair_sfreq                              laid out like the main keys ([B, C_pair, T] ...)
 
-Exact resume: ``state_dict()`` records (epoch, batches delivered this epoch) from the trainer's own
-progress counters; after ``load_state_dict`` the next train iteration starts at that batch. Every
-rank gets ``len(train_dataloader())`` batches (see ``streaming``).
+Manifests are read through ``format.manifest.load_manifest`` (a schema this version does not know
+is refused, naming the file). Exact resume: ``state_dict()`` records (epoch, batches delivered
+this epoch) from the trainer's own progress counters; after ``load_state_dict`` the next train
+iteration starts at that batch (``loader.ShardLoader``). Every rank gets
+``len(train_dataloader())`` batches (see ``plan``).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any, Literal
 
-import numpy as np
 import pytorch_lightning as pl
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
-from neurotrain.datamodules.io.files import sha256_file
-from neurotrain.datamodules.loading.collate import Layout, make_layout
+from neurotrain.datamodules.loading.collate import Layout, make_layout, widest_kept
 from neurotrain.datamodules.loading.images import EventImages
+from neurotrain.datamodules.loading.loader import ShardLoader, resume_position
 from neurotrain.datamodules.loading.normalize import normalization_from_manifest, type_table
+from neurotrain.datamodules.loading.plan import StreamConfig
 from neurotrain.datamodules.loading.remote import resolve
 from neurotrain.datamodules.loading.selection import apply_rule, event_id, load_selection
-from neurotrain.datamodules.loading.streaming import ShardStream, StreamConfig
+from neurotrain.datamodules.loading.streaming import ShardStream
 from neurotrain.datamodules.loading.tar_index import CorruptShardError, Segment, index_shard
-from neurotrain.datamodules.loading.windows import WindowSpec, kept_events, window_count
+from neurotrain.datamodules.loading.windows import WindowSpec, common_sfreq, kept_events, window_counts
+
+__all__ = ["ShardDataModule", "ShardLoader"]
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +233,7 @@ class ShardDataModule(pl.LightningDataModule):
         if not self.manifests:
             self._load_manifests()
         segments = [s for s in self._index_split(split) if s.kind == "signal"]
-        spec = self._spec(_common_sfreq(segments))
+        spec = self._spec(common_sfreq(segments))
         out = []
         for seg in segments:
             idx, _, labels = kept_events(seg.shape[1], float(seg.meta["sfreq"]), seg.events, spec)
@@ -248,18 +251,13 @@ class ShardDataModule(pl.LightningDataModule):
             return None
 
     def _load_manifests(self) -> None:
+        """Read every dataset's manifest, schema version checked (``DatasetLocation.manifest``).
+
+        Raises ``ManifestError`` naming the file for a missing, unreadable or unknown-schema one.
+        """
         # Remote datasets: the manifest is fetched into the cache now, shards by `_index_split`.
         self._locations = [resolve(d, self.hparams.get("cache_dir")) for d in self.datasets]
-        self.manifests = []
-        for d, location in zip(self.datasets, self._locations, strict=True):
-            path = location.manifest_path()
-            if not path.is_file():
-                raise FileNotFoundError(
-                    f"{path}: no manifest; is {d} a folder written by `neurotrain shard`?"
-                )
-            manifest = json.loads(path.read_text())
-            manifest["_sha256"] = sha256_file(path)
-            self.manifests.append(manifest)
+        self.manifests = [location.manifest() for location in self._locations]
         if self.label_map is None and self.hparams.mode == "epochs":
             names = sorted({n for m in self.manifests for n in (m.get("labels") or {}).get("names", [])})
             self.label_map = {n: i for i, n in enumerate(names)}
@@ -297,21 +295,12 @@ class ShardDataModule(pl.LightningDataModule):
         if len({s.kind for s in every}) > 1:
             raise ValueError("these datasets mix signals and volumes; load them with separate datamodules")
         all_segments = [s for s in every if s.kind == "signal"]
-        self.sfreq = _common_sfreq(all_segments)
+        self.sfreq = common_sfreq(all_segments)
         hp = self.hparams
         if hp.channels is not None:
             self.c_max = len(hp.channels)
         else:
-            widest = 0
-            for s in all_segments:
-                kept = [
-                    t
-                    for n, t in zip(s.meta["ch_names"], s.meta["ch_types"], strict=True)
-                    if not (hp.drop_bad_channels and n in (s.meta.get("bad_channels") or []))
-                ]
-                if hp.channel_types is not None:
-                    kept = [t for t in kept if t in hp.channel_types]
-                widest = max(widest, len(kept))
+            widest = widest_kept((s.meta for s in all_segments), hp.channel_types, hp.drop_bad_channels)
             self.c_max = hp.max_channels or widest
 
     def _spec(self, sfreq: float | None = None) -> WindowSpec:
@@ -349,15 +338,8 @@ class ShardDataModule(pl.LightningDataModule):
     def _pair_c_max(self) -> int:
         """Slots of the pair view: the most ``pair_channel_types`` channels any indexed segment keeps."""
         hp = self.hparams
-        widest = 0
-        for s in (s for segs in self._segments.values() for s in segs if s.kind == "signal"):
-            bads = set(s.meta.get("bad_channels") or []) if hp.drop_bad_channels else set()
-            kept = [
-                n
-                for n, t in zip(s.meta["ch_names"], s.meta["ch_types"], strict=True)
-                if t in hp.pair_channel_types and n not in bads
-            ]
-            widest = max(widest, len(kept))
+        metas = (s.meta for segs in self._segments.values() for s in segs if s.kind == "signal")
+        widest = widest_kept(metas, list(hp.pair_channel_types), hp.drop_bad_channels)
         if widest == 0:
             raise ValueError(f"pair_channel_types {hp.pair_channel_types}: no such channels in the shards")
         return widest
@@ -376,13 +358,7 @@ class ShardDataModule(pl.LightningDataModule):
         hp = self.hparams
         segments = self._segments[which]
         spec = self._spec()
-        counts = np.array(
-            [
-                1 if s.kind == "volume" else window_count(s.shape[1], float(s.meta["sfreq"]), s.events, spec)
-                for s in segments
-            ],
-            dtype=np.int64,
-        )
+        counts = window_counts(segments, spec)
         cfg = StreamConfig(
             batch_size=hp.batch_size,
             shuffle=shuffle,
@@ -421,82 +397,9 @@ class ShardDataModule(pl.LightningDataModule):
         if self._resume is not None:
             pos, self._resume = self._resume, None
             stream = self._streams["train"]
-            # The batch order depends on the world size and on the number of worker *processes*
-            # (0 with threads): with other values the position cannot be carried over exactly.
-            now, then = (stream.world, stream.num_workers), (pos["world_size"], pos["num_workers"])
-            if pos["batches"] < n_batches and now != then:
-                log.warning(
-                    "resuming with (world_size, worker processes) %s, checkpoint %s: the epoch restarts",
-                    now,
-                    then,
-                )
-                return pos["epoch"], 0
-            if pos["batches"] >= n_batches:
-                return pos["epoch"] + 1, 0
-            return pos["epoch"], pos["batches"]
+            return resume_position(pos, stream.world, stream.num_workers, n_batches)
         trainer = self._trainer_or_none()
         if trainer is not None:
             return int(trainer.current_epoch), 0
         epoch, self._epoch_counter = self._epoch_counter, self._epoch_counter + 1
         return epoch, 0
-
-
-def _identity(batch: dict[str, Any]) -> dict[str, Any]:
-    """Batches arrive ready-made: skip DataLoader's default conversion walk over the dict."""
-    return batch
-
-
-class ShardLoader(DataLoader):
-    """A ``DataLoader`` over a ``ShardStream`` that sets the epoch and resume point per iteration.
-
-    Batches are built whole by the stream (``batch_size=None``), in ``threads`` threads or in
-    DataLoader worker processes; pinning is off (CPU default; Lightning moves batches).
-    """
-
-    def __init__(
-        self, stream: ShardStream, position, num_workers: int = 0, worker_mode: str = "threads"
-    ) -> None:
-        self.threads = num_workers if worker_mode == "threads" else 0
-        num_workers = 0 if worker_mode == "threads" else num_workers
-        super().__init__(
-            stream,
-            batch_size=None,
-            num_workers=num_workers,
-            pin_memory=False,
-            prefetch_factor=2 if num_workers else None,
-            persistent_workers=False,
-            collate_fn=_identity,
-        )
-        self._position = position
-
-    def __iter__(self):
-        stream: ShardStream = self.dataset  # type: ignore[assignment]
-        if self._position is not None:
-            stream.epoch, stream.skip = self._position(len(stream))
-        if self.threads:
-            return stream.iter_threads(self.threads)
-        return super().__iter__()
-
-    # Lightning saves and restores a loader that has these (``fit_loop`` "combined_loader"): they
-    # carry the same position as the datamodule state, so either route resumes at the same batch.
-    datamodule: ShardDataModule | None = None
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.datamodule.state_dict().get("position", {}) if self.datamodule is not None else {}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if self.datamodule is not None and state_dict:
-            self.datamodule._resume = state_dict
-
-    @property
-    def skipped_samples(self) -> int:
-        """Windows skipped as corrupt in this process (workers log their own counts)."""
-        return self.dataset.skipped  # type: ignore[attr-defined]
-
-
-def _common_sfreq(segments: list[Segment]) -> float | None:
-    """The one sampling rate of these signal segments (None without any); several is an error."""
-    rates = sorted({float(s.meta["sfreq"]) for s in segments if s.kind == "signal"})
-    if len(rates) > 1:
-        raise ValueError(f"datasets have different sampling rates {rates}; reshard them with one --sfreq")
-    return rates[0] if rates else None

@@ -12,16 +12,18 @@ read exactly like a local folder. A location is one of:
   ``pipe:`` URLs (a command whose stdout is the file): ``pipe:curl -fsS https://host/eeg/{}``,
   ``pipe:aws s3 cp s3://bucket/eeg/{} -``.
 
-Cache: ``cache_dir`` (default ``$NEUROTRAIN_CACHE/shards`` or ``~/.cache/neurotrain/shards``) /
-``sha256(location)``. ``manifest.json`` is fetched again at every resolve (it is small, and says
-what the shards must be); a shard is fetched when first needed, unless the cache already holds a
-file of the manifest's byte size and sha256. A download streams to a temporary file named per
-process in the cache folder, is checked against the manifest's size and sha256, and only then
+Cache: ``cache_dir`` (default ``io.cache.cache_root() / "shards"``, i.e.
+``$NEUROTRAIN_CACHE/shards`` or ``~/.cache/neurotrain/shards``) / ``sha256(location)``.
+``manifest.json`` is fetched again at every resolve (it is small, and says what the shards must
+be) and read through ``format.manifest.load_manifest`` (schema version checked); a shard is
+fetched when first needed, unless the cache already holds a file of the manifest's byte size and
+sha256. A download streams to a temporary file with a unique name in the cache folder
+(``io.files.atomic_path``), is checked against the manifest's size and sha256, and only then
 renamed to the shard's name (atomic), so the final name only ever holds a verified shard and
-processes sharing the cache (DDP ranks) cannot corrupt it; a per-shard lock, where the filesystem
-supports one, keeps ranks on one machine from downloading the same shard twice. A failed download
-(command exiting non-zero, HTTP error, wrong size or sha256) raises ``CorruptShardError`` naming
-the URL and the shard, and leaves nothing behind.
+processes sharing the cache (DDP ranks) cannot corrupt it; a per-shard ``filelock.FileLock``,
+where the filesystem allows one, keeps ranks on one machine from downloading the same shard twice.
+A failed download (command exiting non-zero, HTTP error, wrong size or sha256) raises
+``CorruptShardError`` naming the URL and the shard, and leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -36,11 +38,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from neurotrain.datamodules.io.files import atomic_write_bytes
-from neurotrain.datamodules.loading.tar_index import CorruptShardError
+from filelock import FileLock
 
-MANIFEST = "manifest.json"
-CHUNK = 1 << 22  # 4 MiB
+from neurotrain.datamodules.format.manifest import MANIFEST, ManifestError, load_manifest, manifest_hash
+from neurotrain.datamodules.io.cache import cache_root
+from neurotrain.datamodules.io.files import CHUNK, atomic_path, atomic_write_bytes, sha256_file
+from neurotrain.datamodules.loading.tar_index import CorruptShardError
 
 
 class FetchError(OSError):
@@ -48,9 +51,8 @@ class FetchError(OSError):
 
 
 def default_cache_dir() -> Path:
-    """``$NEUROTRAIN_CACHE/shards``, else ``~/.cache/neurotrain/shards``."""
-    env = os.environ.get("NEUROTRAIN_CACHE")
-    return (Path(env).expanduser() if env else Path.home() / ".cache" / "neurotrain") / "shards"
+    """``cache_root() / "shards"``: ``$NEUROTRAIN_CACHE/shards``, else ``~/.cache/neurotrain/shards``."""
+    return cache_root() / "shards"
 
 
 def is_remote(location: str) -> bool:
@@ -102,6 +104,24 @@ class DatasetLocation:
             atomic_write_bytes(source, f"{self.url}\n".encode())
         return path
 
+    def manifest(self) -> dict[str, Any]:
+        """The dataset's manifest, schema version checked, with ``"_sha256"`` (of the file) added.
+
+        Raises ``ManifestError`` naming the file (and, for a remote dataset, its URL) when the
+        manifest is missing, unreadable or of a schema this version does not know.
+        """
+        path = self.manifest_path()
+        if not path.is_file():
+            raise ManifestError(f"{path}: no manifest; is {self.url} a folder written by `neurotrain shard`?")
+        try:
+            manifest = load_manifest(path)
+        except ManifestError as err:
+            if not self.remote:
+                raise
+            raise ManifestError(f"{self.url}: {err}") from err
+        manifest["_sha256"] = manifest_hash(path)
+        return manifest
+
     def shard_path(self, entry: dict[str, Any]) -> Path:
         """Local path of the shard of manifest entry ``entry``, staged first for a remote dataset.
 
@@ -117,7 +137,7 @@ class DatasetLocation:
         size, sha = entry.get("bytes"), entry.get("sha256")
         if _matches(path, size, sha):
             return path
-        with _lock(self.root / ".locks" / f"{name}.lock"):
+        with _shard_lock(self.root / ".locks" / f"{name}.lock"):
             if _matches(path, size, sha):  # another process staged it while we waited
                 return path
             try:
@@ -223,23 +243,19 @@ def _matches(path: Path, size: int | None, sha: str | None) -> bool:
     except FileNotFoundError:
         return False
     if sha:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            while block := f.read(CHUNK):
-                h.update(block)
-        return h.hexdigest() == sha
+        return sha256_file(path) == sha
     return path.is_file()
 
 
 def _download(transport: _Transport, name: str, dest: Path, size: int | None, sha: str | None) -> None:
-    """Stream ``name`` to a per-process temporary file next to ``dest``, check ``size`` and ``sha``,
+    """Stream ``name`` to a temporary file next to ``dest`` (``atomic_path``: a unique name per
+    call, so processes sharing the cache never write the same file), check ``size`` and ``sha``,
     then rename it to ``dest``; raise ``FetchError`` naming the URL (temporary file removed)."""
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.{os.getpid()}.", suffix=".part")
     where = transport.describe(name)
-    try:
-        h = hashlib.sha256()
+    with atomic_path(dest) as tmp:  # fsynced, then renamed; removed when this block raises
+        h = hashlib.sha256()  # hashed as it is written: the file is not read a second time
         got = 0
-        with os.fdopen(fd, "wb") as out:
+        with open(tmp, "wb") as out:
             try:
                 with transport.open(name, size) as src:
                     while block := src.read(CHUNK):
@@ -254,36 +270,32 @@ def _download(transport: _Transport, name: str, dest: Path, size: int | None, sh
                 detail = "not found" if isinstance(err, FileNotFoundError) else type(err).__name__
                 detail += "" if where in str(err) or not str(err) else f": {err}"
                 raise FetchError(f"{where}: {detail}") from err
-            out.flush()
-            os.fsync(out.fileno())
         if size is not None and got != size:
             raise FetchError(f"{where}: {got} bytes received, the manifest says {size}")
         if sha and h.hexdigest() != sha:
             raise FetchError(f"{where}: sha256 {h.hexdigest()} differs from the manifest's {sha}")
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @contextlib.contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    """An exclusive ``flock`` on ``path`` where the filesystem offers one; otherwise no lock (the
-    per-process temporary names and the atomic rename keep the cache consistent either way)."""
-    try:
-        import fcntl
+def _shard_lock(path: Path) -> Iterator[None]:
+    """Hold ``filelock.FileLock(path)`` while one shard is staged, where the filesystem allows.
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except (ImportError, OSError):
-        yield
-        return
+    The lock is ``flock`` where the filesystem has it; where it has not, filelock >= 4 falls
+    back to its own soft lock (a marker file, stale ones recovered). Where no lock can be had
+    (the lock file cannot be created, ``flock`` fails, or filelock < 4 on a filesystem without
+    ``flock``, which raises ``NotImplementedError``), staging goes on unlocked: the unique
+    temporary names and the atomic rename keep the cache consistent either way, the lock only
+    keeps processes on one machine from fetching the same shard twice.
+    """
+    lock: FileLock | None
     try:
-        with contextlib.suppress(OSError):
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(path))
+        lock.acquire()
+    except (OSError, NotImplementedError):
+        lock = None
+    try:
         yield
     finally:
-        os.close(fd)
+        if lock is not None:
+            lock.release()

@@ -1,10 +1,11 @@
 """Where windows start inside a stored segment: random crops, fixed tiling, or event epochs.
 
 Window length is a training choice, not a sharding choice: segments are stored whole and cut here.
-Every function returns sample indices ``starts [k]`` (int64) into the segment's time axis and
-``labels [k]`` (int64, -1 = unlabeled), all windows ``window_samples`` long and fully inside the
-segment. The number of windows of a segment never depends on the random draw, so epoch length is
-known before reading any signal.
+The cutting functions return sample indices ``starts [k]`` (int64) into the segment's time axis
+and ``labels [k]`` (int64, -1 = unlabeled), all windows ``window_samples`` long and fully inside
+the segment. The number of windows of a segment never depends on the random draw, so epoch length
+is known before reading any signal (``window_count``, ``window_counts``); ``common_sfreq`` is the
+one sampling rate window lengths are converted at.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from neurotrain.datamodules.loading.tar_index import Segment
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,25 @@ def window_count(n_times: int, sfreq: float, events: list[dict], spec: WindowSpe
     if spec.mode == "windows":
         return n_times // spec.window_samples
     return int(event_windows(n_times, sfreq, events, spec)[0].size)
+
+
+def window_counts(segments: list[Segment], spec: WindowSpec) -> np.ndarray:
+    """``counts [S]`` int64: ``window_count`` of each segment, 1 for a volume (one item per sample)."""
+    return np.array(
+        [
+            1 if s.kind == "volume" else window_count(s.shape[1], float(s.meta["sfreq"]), s.events, spec)
+            for s in segments
+        ],
+        dtype=np.int64,
+    )
+
+
+def common_sfreq(segments: list[Segment]) -> float | None:
+    """The one sampling rate of these signal segments (None without any); several is an error."""
+    rates = sorted({float(s.meta["sfreq"]) for s in segments if s.kind == "signal"})
+    if len(rates) > 1:
+        raise ValueError(f"datasets have different sampling rates {rates}; reshard them with one --sfreq")
+    return rates[0] if rates else None
 
 
 def segment_windows(

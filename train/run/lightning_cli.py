@@ -38,6 +38,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.strategies import DeepSpeedStrategy
 
+from neurotrain.datamodules.format.manifest import ManifestError
 from neurotrain.datamodules.loading.datamodule import ShardDataModule
 from neurotrain.models.metric_names import metric_mode
 from neurotrain.train.run import strategies
@@ -228,9 +229,9 @@ def run_lightning(argv: list[str]) -> int:
     """Run one LightningCLI subcommand with ``argv`` (``["fit", "--config", …]``); exit code."""
     try:
         build_cli(argv)
-    except (
-        tracking.TrackingError
-    ) as exc:  # e.g. a W&B artifact named while offline: a message, not a traceback
+    except (tracking.TrackingError, ManifestError) as exc:
+        # e.g. a W&B artifact named while offline, a dataset of an unknown manifest schema:
+        # a message, not a traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
