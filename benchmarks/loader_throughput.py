@@ -119,8 +119,8 @@ def child(args: argparse.Namespace, run: str, shards: Path, scale: int) -> dict[
 
 
 def ensure_shards() -> Path:
-    from neurotrain.datamodules.sharding import shard_dataset
     from neurotrain.datamodules.io.cache import cache_root
+    from neurotrain.datamodules.sharding import shard_dataset
     from neurotrain.datamodules.sharding.examples import fetch
 
     out = Path(cache_root()) / "bench" / "eeg-shards"

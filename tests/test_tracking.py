@@ -133,9 +133,9 @@ def test_local_run_folder_is_complete(offline_runs: Path) -> None:
     run_dir = offline_runs / "pre"
     for name in ("config.yaml", "metrics.csv", "summary.json"):
         assert (run_dir / name).is_file(), name
-    assert yaml.safe_load((run_dir / "config.yaml").read_text())["model"]["init_args"]["optimizer"]["lr"] == pytest.approx(
-        7e-4
-    )
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["model"]["init_args"]["optimizer"][
+        "lr"
+    ] == pytest.approx(7e-4)
     media = {p.name for p in (run_dir / "media").glob("*.png")}
     assert {
         "reconstruction_step000002.png",
