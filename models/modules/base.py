@@ -112,7 +112,10 @@ class EncoderModule(pl.LightningModule):
     def configure_optimizers(self) -> dict:
         cfg = self.optimizer_config
         optimizer = torch.optim.AdamW(self.optimizer_groups(), lr=cfg.lr, betas=tuple(cfg.betas))
-        total = self.trainer.estimated_stepping_batches if self._trainer is not None else None
+        try:
+            total = self.trainer.estimated_stepping_batches
+        except RuntimeError:  # not attached to a Trainer: no known end, the lr holds after warmup
+            total = None
         total = int(total) if total is not None and total != float("inf") else None
         scheduler = warmup_cosine(optimizer, cfg.warmup_steps, total, cfg.min_lr_ratio)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
