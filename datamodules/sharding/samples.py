@@ -1,6 +1,7 @@
 """Turn one recording into shard samples: quality checks, segmentation, encoding.
 
-``recording_samples`` reads the recording (signals through MNE, fMRI/T1 through nibabel),
+``recording_samples`` reads the recording (signals through MNE here, fMRI/T1 through nibabel in
+``volume_samples``),
 detects flat channels and non-finite values (handled per option, never silently written),
 cuts signals into segments of ``segment_seconds`` with the events that fall in them, and
 yields samples as ready-to-write byte dicts. It also returns the recording's summary (for the
@@ -9,10 +10,9 @@ manifest) and its normalisation accumulators (merged later over the train split)
 
 from __future__ import annotations
 
-import io
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -20,37 +20,14 @@ import numpy as np
 
 from neurotrain.datamodules.io.files import dumps_json
 from neurotrain.datamodules.sharding import statistics as stats
+from neurotrain.datamodules.sharding.encoding import RecordingOutput, encode_npy_as, recording_ids
 from neurotrain.datamodules.sharding.options import ShardError, ShardOptions
 from neurotrain.datamodules.sharding.readers.signals import SignalRecording, read_signal
-from neurotrain.datamodules.sharding.readers.volumes import read_anat, read_fmri
 from neurotrain.datamodules.sharding.sources import SourceItem
 from neurotrain.datamodules.sharding.stimuli import Stimulus, event_stimuli
+from neurotrain.datamodules.sharding.volume_samples import anat_samples, fmri_samples
 
 _ANNOTATION_PREFIXES = ("bad", "edge", "boundary")
-
-
-class RecordingOutput:
-    """What one recording produced: samples to write, its manifest summary, its statistics.
-
-    ``accumulators`` may be given as a ``Future`` (computed on a helper thread while the samples
-    are encoded and written); reading the attribute waits for it.
-    """
-
-    def __init__(
-        self,
-        samples: Iterator[dict[str, Any]],
-        summary: dict[str, Any],
-        accumulators: dict[str, dict[str, Any]] | Future | None = None,
-    ) -> None:
-        self.samples = samples
-        self.summary = summary
-        self._accumulators = {} if accumulators is None else accumulators
-
-    @property
-    def accumulators(self) -> dict[str, dict[str, Any]]:
-        if isinstance(self._accumulators, Future):
-            self._accumulators = self._accumulators.result()
-        return self._accumulators
 
 
 def is_annotation(label: str) -> bool:
@@ -63,34 +40,8 @@ def recording_samples(item: SourceItem, options: ShardOptions) -> RecordingOutpu
     if item.kind == "signal":
         return _signal_samples(item, options)
     if item.kind == "fmri":
-        return _fmri_samples(item, options)
-    return _anat_samples(item, options)
-
-
-def encode_npy(array: np.ndarray) -> bytes:
-    """``.npy`` bytes of an array (no pickle; deterministic)."""
-    buf = io.BytesIO()
-    np.lib.format.write_array(buf, np.ascontiguousarray(array), allow_pickle=False)
-    return buf.getvalue()
-
-
-def encode_npy_as(array: np.ndarray, dtype: np.dtype) -> bytes:
-    """The bytes of ``encode_npy(array.astype(dtype))``, cast straight into the output buffer.
-
-    One cast pass instead of astype, a BytesIO copy and ``getvalue``; the final ``bytes`` copy is
-    what webdataset's writer accepts.
-    """
-    dtype = np.dtype(dtype)
-    if dtype.hasobject or array.ndim == 0:
-        return encode_npy(array.astype(dtype))
-    buf = io.BytesIO()
-    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": array.shape}
-    np.lib.format.write_array_header_1_0(buf, header)  # what write_array writes for small headers
-    head = buf.getvalue()
-    out = bytearray(len(head) + array.size * dtype.itemsize)
-    out[: len(head)] = head
-    np.copyto(np.frombuffer(out, dtype=dtype, offset=len(head)).reshape(array.shape), array, casting="unsafe")
-    return bytes(out)
+        return fmri_samples(item, options)
+    return anat_samples(item, options)
 
 
 def _signal_samples(item: SourceItem, options: ShardOptions) -> RecordingOutput:
@@ -173,7 +124,7 @@ def _iter_signal(
     # meta.json differs between segments in four fields: the rest is encoded once.
     fixed = _json_items(
         {
-            **_ids(item),
+            **recording_ids(item),
             "modality": rec.modality,
             "sfreq": rec.sfreq,
             "ch_names": rec.ch_names,
@@ -272,22 +223,10 @@ def _subset(rec: SignalRecording, keep: list[int]) -> SignalRecording:
     )
 
 
-def _ids(item: SourceItem) -> dict[str, Any]:
-    return {
-        "subject": item.subject,
-        "session": item.session,
-        "task": item.task,
-        "run": item.run,
-        "recording": item.recording_id,
-        "dataset": item.dataset,
-        "source": item.source,
-    }
-
-
 def _signal_summary(item, rec, options, bads, flat, dropped, zeroed, n_segments) -> dict[str, Any]:
     labels = Counter(e[2] for e in rec.events)
     return {
-        **_ids(item),
+        **recording_ids(item),
         "modality": rec.modality,
         "sfreq": rec.sfreq,
         "n_channels": len(rec.ch_names),
@@ -304,100 +243,3 @@ def _signal_summary(item, rec, options, bads, flat, dropped, zeroed, n_segments)
         "n_positions": int(np.isfinite(rec.positions).all(axis=1).sum()),
         "event_counts": dict(sorted(labels.items())),
     }
-
-
-def _fmri_samples(item: SourceItem, options: ShardOptions) -> RecordingOutput:
-    ps = read_fmri(item, options)
-    bad = ~np.isfinite(ps.data)
-    if bad.any():
-        if options.nonfinite == "fail":
-            raise ShardError(
-                str(item.path), "NaN or infinite values in the parcel series (use --nonfinite zero)"
-            )
-        ps.data[bad] = 0.0
-    types = ["bold"] * len(ps.names)
-    acc = stats.accumulate(ps.data, types, np.zeros(len(types), dtype=bool))
-    meta = {
-        **_ids(item),
-        "modality": "fmri",
-        "sfreq": 1.0 / ps.tr,
-        "tr": ps.tr,
-        "n_times": int(ps.data.shape[1]),
-        "ch_names": ps.names,
-        "ch_types": types,
-        "units": [
-            "z" if options.fmri_normalize == "zscore" else "%" if options.fmri_normalize == "psc" else "a.u."
-        ]
-        * len(types),
-        "positions": [[float(v) for v in p] for p in ps.positions],
-        "position_frame": ps.position_frame,
-        "position_source": "atlas",
-        "bad_channels": [],
-        "segment_index": 0,
-        "onset_s": 0.0,
-        "duration_s": ps.data.shape[1] * ps.tr,
-        "preprocessing": ps.preprocessing,
-    }
-    sample = {
-        "__key__": f"{item.recording_id}_seg00000",
-        "signal.npy": encode_npy(ps.data.astype(options.dtype)),
-        "meta.json": dumps_json(meta).encode(),
-        "events.json": dumps_json([]).encode(),
-    }
-    summary = {
-        **_ids(item),
-        "modality": "fmri",
-        "sfreq": 1.0 / ps.tr,
-        "tr": ps.tr,
-        "n_channels": len(ps.names),
-        "ch_names": ps.names,
-        "ch_types": types,
-        "duration_s": meta["duration_s"],
-        "n_segments": 1,
-        "bad_channels": [],
-        "flat_channels": [],
-        "dropped_segments": [],
-        "zeroed_values": int(bad.sum()),
-        "position_source": "atlas",
-        "n_positions": len(ps.names),
-        "event_counts": {},
-    }
-    return RecordingOutput(iter([sample]), summary, acc)
-
-
-def _anat_samples(item: SourceItem, options: ShardOptions) -> RecordingOutput:
-    vol = read_anat(item, options)
-    meta = {
-        **_ids(item),
-        "modality": "anat",
-        "voxel_size": vol.voxel_size,
-        "shape": list(vol.data.shape),
-        "affine": [[float(v) for v in row] for row in vol.affine],
-        "orientation": "RAS",
-        "normalisation": vol.preprocessing["normalisation"],
-        "preprocessing": vol.preprocessing,
-    }
-    sample = {
-        "__key__": f"{item.recording_id}_seg00000",
-        "volume.npy": encode_npy(vol.data.astype(options.dtype)),
-        "meta.json": dumps_json(meta).encode(),
-    }
-    summary = {
-        **_ids(item),
-        "modality": "anat",
-        "n_channels": 0,
-        "ch_names": [],
-        "ch_types": [],
-        "shape": list(vol.data.shape),
-        "voxel_size": vol.voxel_size,
-        "duration_s": 0.0,
-        "n_segments": 1,
-        "bad_channels": [],
-        "flat_channels": [],
-        "dropped_segments": [],
-        "zeroed_values": 0,
-        "position_source": "none",
-        "n_positions": 0,
-        "event_counts": {},
-    }
-    return RecordingOutput(iter([sample]), summary, {})
