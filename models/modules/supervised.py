@@ -11,6 +11,7 @@ label) or float [B] / [B, K] for values (NaN = missing).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -85,6 +86,14 @@ class SupervisedModule(EncoderModule):
             self.encoder.requires_grad_(False)
             self.encoder.eval()
 
+    def attach_head(
+        self, head: Callable[..., nn.Module], metrics: Callable[..., MetricCollection], outputs: int
+    ) -> None:
+        """The subclass's head over the pooled tokens (``outputs`` wide) and its val/test metrics."""
+        self.head = head(self.pooled_dim, outputs, self.head_dropout, self.head_norm)
+        self.val_metrics = metrics(outputs, prefix="val/")
+        self.test_metrics = metrics(outputs, prefix="test/")
+
     def train(self, mode: bool = True) -> SupervisedModule:
         super().train(mode)
         if self.linear_probe:
@@ -148,9 +157,7 @@ class ClassifierModule(SupervisedModule):
     def __init__(self, num_classes: int = 2, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.save_config(self.init_args)
-        self.head = ClassificationHead(self.pooled_dim, num_classes, self.head_dropout, self.head_norm)
-        self.val_metrics = classification_metrics(num_classes, prefix="val/")
-        self.test_metrics = classification_metrics(num_classes, prefix="test/")
+        self.attach_head(ClassificationHead, classification_metrics, num_classes)
 
     def compute_loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         logits = self(batch)  # [B, K]
@@ -173,9 +180,7 @@ class RegressorModule(SupervisedModule):
     def __init__(self, num_outputs: int = 1, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.save_config(self.init_args)
-        self.head = RegressionHead(self.pooled_dim, num_outputs, self.head_dropout, self.head_norm)
-        self.val_metrics = regression_metrics(num_outputs, prefix="val/")
-        self.test_metrics = regression_metrics(num_outputs, prefix="test/")
+        self.attach_head(RegressionHead, regression_metrics, num_outputs)
 
     def compute_loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         prediction = self(batch)  # [B, K]
