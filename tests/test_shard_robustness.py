@@ -18,6 +18,7 @@ import synthetic
 from neurotrain.datamodules.sharding import PARTS_DIR, shard_dataset
 from neurotrain.datamodules.sharding.inspection import verify_shards
 from neurotrain.datamodules.sharding.options import ShardError
+from neurotrain.datamodules.sharding.writer import TMP_DIR
 from neurotrain.train.cli import main
 
 
@@ -89,6 +90,7 @@ def test_killed_run_resumes_without_redoing_finished_recordings(tmp_path: Path) 
 
     assert subprocess.run(cmd, capture_output=True).returncode == 0
     assert {n: (out / n).stat().st_mtime_ns for n in kept} == kept  # finished shards were not redone
+    assert not list((out / TMP_DIR).iterdir())  # the killed run's temporary folder is gone
     assert verify_shards(out) == []
     shard_dataset([src], tmp_path / "clean")
     assert shard_hashes(out) == shard_hashes(tmp_path / "clean")

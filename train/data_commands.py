@@ -8,6 +8,12 @@ number), ``list[X]`` becomes ``nargs="+"`` and ``tuple[X, X, X]`` ``nargs=3``. `
 argparse parser only holds a placeholder for ``neurotrain --help``. ``inspect`` and ``fetch`` are
 plain argparse subcommands.
 
+``--part K/N`` and ``--merge DIR`` are command options of ``shard`` beside ``--out``, not
+``ShardOptions`` fields: they decide which recordings a job shards and where the manifest comes
+from, never what a shard holds (``neurotrain.datamodules.sharding.distributed``; a SLURM example
+is there). A job given ``--part`` records its command line without ``--part``, which the merged
+manifest then names as its ``created_by.command``: the command of one run over all recordings.
+
 Heavy libraries (jsonargparse, MNE, pooch) are imported inside the commands, so building the
 top-level parser stays instant.
 """
@@ -29,7 +35,9 @@ if TYPE_CHECKING:
 SHARD_HELP = "convert recordings (BIDS, folders, EDF/BDF/GDF/FIF/BrainVision/EEGLAB/NIfTI/MGZ) into shards"
 SHARD_DESCRIPTION = (
     "Convert raw recordings into sharded WebDataset tar files plus manifest.json. "
-    "Re-running the same command resumes an interrupted run."
+    "Re-running the same command resumes an interrupted run. "
+    "Across N jobs (a SLURM array): run the same command with --part K/N in each, "
+    "then `neurotrain shard --merge DIR` once."
 )
 
 
@@ -43,13 +51,15 @@ class ShardCommand:
     """A parsed ``neurotrain shard`` command line: its arguments and the options."""
 
     sources: list[str]
-    out: str
+    out: str | None
     progress: bool
     options: ShardOptions
+    part: tuple[int, int] | None = None  # --part K/N
+    merge: str | None = None  # --merge DIR
 
 
 def shard_parser() -> ArgumentParser:
-    """The ``neurotrain shard`` parser: three command arguments plus one option per ``ShardOptions`` field."""
+    """The ``neurotrain shard`` parser: the command arguments plus one option per ``ShardOptions`` field."""
     from jsonargparse import ArgumentParser
 
     from neurotrain.datamodules.sharding.options import OPTION_GROUPS, ShardOptions
@@ -59,11 +69,24 @@ def shard_parser() -> ArgumentParser:
     )
     parser.add_argument(
         "sources",
-        nargs="+",
+        nargs="*",
+        default=[],
         metavar="SOURCE",
-        help="BIDS root, folder, recording file, or example:NAME (eeg, fmri, fmri_rest, t1)",
+        help="BIDS root, folder, recording file, or example:NAME (eeg, fmri, fmri_rest, t1); "
+        "one or more, none with --merge",
     )
-    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
+    parser.add_argument("--out", metavar="DIR", help="output folder (created; required unless --merge)")
+    parser.add_argument(
+        "--part",
+        metavar="K/N",
+        help="shard only part K of N of the recordings (round robin over the sorted recording ids) and "
+        "write DIR/.neurotrain/manifest.part-K-of-N.json instead of manifest.json",
+    )
+    parser.add_argument(
+        "--merge",
+        metavar="DIR",
+        help="no SOURCE: merge the complete set of --part K/N results in DIR into DIR/manifest.json",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     hints = typing.get_type_hints(ShardOptions)
     groups: dict[str | None, Any] = {None: parser}
@@ -109,9 +132,52 @@ def parse_shard_args(argv: Sequence[str]) -> ShardCommand:
     """
     from neurotrain.datamodules.sharding.options import ShardOptions
 
-    cfg = shard_parser().parse_args(list(argv))
+    parser = shard_parser()
+    cfg = parser.parse_args(list(argv))
     options = ShardOptions(**{f.name: cfg[f.name] for f in fields(ShardOptions)})
-    return ShardCommand(list(cfg.sources), cfg.out, not cfg.no_progress, options)
+    sources, progress = list(cfg.sources), not cfg.no_progress
+    if cfg.merge is not None:
+        given = [a for a, v in (("SOURCE", sources), ("--out", cfg.out), ("--part", cfg.part)) if v]
+        if given:
+            parser.error(f"--merge DIR takes no {', '.join(given)}: it merges the parts already in DIR")
+        default = ShardOptions(workers=options.workers)
+        changed = [
+            option_flag(f)
+            for f in fields(ShardOptions)
+            if getattr(options, f.name) != getattr(default, f.name)
+        ]
+        if changed:
+            parser.error(f"--merge takes its options from the parts; leave out {', '.join(changed)}")
+        return ShardCommand([], None, progress, options, merge=cfg.merge)
+    missing = [a for a, v in (("SOURCE", sources), ("--out", cfg.out)) if not v]
+    if missing:
+        parser.error(f"the following arguments are required: {', '.join(missing)} (or --merge DIR alone)")
+    part = None
+    if cfg.part is not None:
+        from neurotrain.datamodules.sharding.distributed import parse_part
+
+        try:
+            part = parse_part(cfg.part)
+        except ValueError as exc:
+            parser.error(str(exc))
+    return ShardCommand(sources, cfg.out, progress, options, part=part)
+
+
+def without_part(argv: Sequence[str]) -> list[str]:
+    """``argv`` without its ``--part K/N`` (``--part=K/N``, or an abbreviation argparse accepts).
+
+    What is left is the command of one run over every part, recorded as the manifest's command.
+    """
+    out, args = [], list(argv)
+    i = 0
+    while i < len(args):
+        flag, eq, _ = args[i].partition("=")
+        if len(flag) >= 3 and "--part".startswith(flag):
+            i += 1 if eq else 2
+            continue
+        out.append(args[i])
+        i += 1
+    return out
 
 
 def run_shard(argv: Sequence[str]) -> int:
@@ -121,30 +187,62 @@ def run_shard(argv: Sequence[str]) -> int:
     except ValueError as exc:
         return _shard_failed(exc)
     from neurotrain.datamodules.sharding import shard_dataset
+    from neurotrain.datamodules.sharding.distributed import merge_parts, missing_parts
     from neurotrain.datamodules.sharding.options import ShardError
 
+    if cmd.merge is not None:
+        try:
+            manifest = merge_parts(cmd.merge)
+        except ShardError as exc:
+            return _shard_failed(exc, merging=True)
+        _print_written(cmd.merge, manifest)
+        return 0
+    assert cmd.out is not None
     try:
-        manifest = shard_dataset(
+        result = shard_dataset(
             cmd.sources,
             cmd.out,
-            command=["neurotrain", "shard", *argv],
+            command=["neurotrain", "shard", *without_part(argv)],
             progress=cmd.progress,
             options=cmd.options,
+            part=cmd.part,
         )
     except (ShardError, ValueError) as exc:
         return _shard_failed(exc)
-    t = manifest["totals"]
+    if cmd.part is None:
+        _print_written(cmd.out, result)
+        return 0
+    k, n = cmd.part
+    t = result["totals"]
+    missing = missing_parts(cmd.out, n)
     print(
-        f"wrote {cmd.out}: {t['recordings']} recordings, {t['subjects']} subjects, {t['samples']} samples, "
-        f"{len(manifest['shards'])} shards, {t['bytes'] / 1e6:.1f} MB, {t['hours']:.2f} h"
-        + (f"; skipped {len(manifest['skipped'])} file(s)" if manifest["skipped"] else "")
+        f"wrote part {k}/{n} of {cmd.out}: {t['recordings']} recordings, {t['samples']} samples, "
+        f"{t['shards']} shards, {t['bytes'] / 1e6:.1f} MB"
+        + (f"; skipped {len(result['skipped'])} file(s)" if result["skipped"] else "")
+        + (
+            f"; parts still to run: {', '.join(f'{m}/{n}' for m in missing)}"
+            if missing
+            else f"; all {n} parts are done: run `neurotrain shard --merge {cmd.out}`"
+        )
     )
     return 0
 
 
-def _shard_failed(exc: Exception) -> int:
+def _print_written(out: str, manifest: dict[str, Any]) -> None:
+    t = manifest["totals"]
+    print(
+        f"wrote {out}: {t['recordings']} recordings, {t['subjects']} subjects, {t['samples']} samples, "
+        f"{len(manifest['shards'])} shards, {t['bytes'] / 1e6:.1f} MB, {t['hours']:.2f} h"
+        + (f"; skipped {len(manifest['skipped'])} file(s)" if manifest["skipped"] else "")
+    )
+
+
+def _shard_failed(exc: Exception, merging: bool = False) -> int:
     print(f"error: {exc}", file=sys.stderr)
-    print("no manifest was written; finished recordings are kept and a re-run resumes", file=sys.stderr)
+    if merging:
+        print("no manifest was written", file=sys.stderr)
+    else:
+        print("no manifest was written; finished recordings are kept and a re-run resumes", file=sys.stderr)
     return 1
 
 

@@ -1,4 +1,4 @@
-"""Assemble ``manifest.json`` from the parts of all recordings of one ``neurotrain shard`` run.
+"""Assemble ``manifest.json`` from the parts of all recordings of one ``neurotrain shard`` run (or merge).
 
 Parts are sorted by recording id first, so the manifest does not depend on worker scheduling:
 the same inputs and options give the same bytes. The schema (name, version, reading) lives in
@@ -25,8 +25,13 @@ def build_manifest(
     options: ShardOptions,
     command: list[str],
     skipped: list[dict[str, str]],
+    versions: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Manifest from the parts of all recordings (each: summary, shards, accumulators)."""
+    """Manifest from the parts of all recordings (each: summary, shards, accumulators).
+
+    ``versions`` are the software versions that made the shards (default: this environment's;
+    a merge of ``--part`` jobs passes the versions the jobs recorded).
+    """
     parts = sorted(parts, key=lambda p: p["summary"]["recording"])
     split_of = assign_splits(
         [p["summary"]["subject"] for p in parts], options.split_ratios, options.split_seed
@@ -65,7 +70,7 @@ def build_manifest(
     return {
         "schema_version": SCHEMA_VERSION,
         "dataset": ", ".join(sorted({p["summary"]["dataset"] for p in parts})),
-        "created_by": {"command": command, "versions": _versions()},
+        "created_by": {"command": command, "versions": software_versions() if versions is None else versions},
         "options": {k: v for k, v in options.to_dict().items() if k != "workers"},  # workers: not content
         "modalities": sorted({r["modality"] for r in recordings}),
         "shards": shards,
@@ -91,7 +96,8 @@ def build_manifest(
     }
 
 
-def _versions() -> dict[str, str]:
+def software_versions() -> dict[str, str]:
+    """Installed versions of the packages that shape the shards (recorded in the manifest)."""
     out = {}
     for name in _VERSIONED:
         try:

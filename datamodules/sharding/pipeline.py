@@ -8,6 +8,13 @@ source file and options, so an interrupted run finishes without redoing finished
 The manifest is written last, atomically; a run that stops early or fails leaves no manifest
 that names a missing or partial shard.
 
+Workers end with the run: a worker whose main process died (even by SIGKILL) exits instead of
+taking further recordings (``workers``), and each run first removes the temporary folders that
+dead runs on this host left behind (``writer.remove_dead_temp``).
+
+``part=(K, N)`` shards only part K of N of the recordings and writes a partial manifest instead
+of ``manifest.json``; ``merge_parts(DIR)`` combines a complete set (``distributed``).
+
 Python API::
 
     from neurotrain.datamodules.sharding import shard_dataset
@@ -16,7 +23,7 @@ Python API::
 
 from __future__ import annotations
 
-import json
+import contextlib
 import multiprocessing as mp
 import os
 import sys
@@ -26,14 +33,22 @@ from typing import Any
 
 from neurotrain.datamodules.format.manifest import MANIFEST
 from neurotrain.datamodules.io.files import atomic_write_json
+from neurotrain.datamodules.sharding import workers
+from neurotrain.datamodules.sharding.distributed import deal, partial_manifest_path, write_partial_manifest
 from neurotrain.datamodules.sharding.manifest_builder import build_manifest
 from neurotrain.datamodules.sharding.options import ShardError, ShardOptions
-from neurotrain.datamodules.sharding.readers.signals import source_fingerprint
+from neurotrain.datamodules.sharding.parts import (
+    PARTS_DIR,
+    fingerprint,
+    part_is_current,
+    part_path,
+    read_json,
+)
 from neurotrain.datamodules.sharding.samples import recording_samples
 from neurotrain.datamodules.sharding.sources import SourceItem, discover
-from neurotrain.datamodules.sharding.writer import write_recording_shards
+from neurotrain.datamodules.sharding.writer import remove_dead_temp, write_recording_shards
 
-PARTS_DIR = ".neurotrain/parts"
+__all__ = ["PARTS_DIR", "process_recording", "shard_dataset"]
 
 
 def shard_dataset(
@@ -42,32 +57,45 @@ def shard_dataset(
     command: list[str] | None = None,
     progress: bool = False,
     options: ShardOptions | None = None,
+    part: tuple[int, int] | None = None,
     **fields: Any,
 ) -> dict[str, Any]:
     """Shard ``sources`` into ``out``; return the manifest. Raises ``ShardError`` on bad input.
 
     The options are ``options`` (a `ShardOptions`, as the ``shard`` command parses them) or its
-    fields as keywords (``segment_seconds=30, workers=2``), not both.
+    fields as keywords (``segment_seconds=30, workers=2``), not both. With ``part=(K, N)`` only
+    part K of N of the recordings is sharded and the partial manifest is written and returned
+    (``command`` is then the command of the whole run, without ``--part``).
     """
     if options is not None and fields:
         raise TypeError("give shard_dataset either options= or option keywords, not both")
     opts = options if options is not None else ShardOptions.from_dict(fields)
+    if part is not None and not (len(part) == 2 and 1 <= part[0] <= part[1]):
+        raise ValueError(f"part must be (K, N) with 1 <= K <= N, not {part!r}")
     out = Path(out)
     items = discover(sources, opts)
     if not items:
         raise ShardError(", ".join(map(str, sources)), "no supported recordings found")
+    mine = deal(items, part) if part is not None else items
     out.mkdir(parents=True, exist_ok=True)
-    todo = [it for it in items if not _part_is_current(out, it, opts)]
+    remove_dead_temp(out)
+    todo = [it for it in mine if not part_is_current(out, it, opts)]
     manifest_path = out / MANIFEST
     if todo and manifest_path.exists():
         # Shards named by the old manifest are about to be rewritten: it must not outlive them.
-        os.replace(manifest_path, out / f"{MANIFEST}.previous")
-    skipped = _run(todo, out, opts, progress, n_total=len(items))
+        with contextlib.suppress(FileNotFoundError):  # another --part job moved it first
+            os.replace(manifest_path, out / f"{MANIFEST}.previous")
+    if todo and part is not None:  # a partial manifest stands for a finished part only
+        partial_manifest_path(out, part).unlink(missing_ok=True)
+    skipped = _run(todo, out, opts, progress, n_total=len(mine))
     failed = {s["source"] for s in skipped}
-    parts = [_load_part(out, it) for it in items if str(it.path) not in failed]
+    parts = {it.recording_id: _load_part(out, it) for it in mine if str(it.path) not in failed}
+    command = command or _default_command(sources, out)
+    if part is not None:
+        return write_partial_manifest(out, part, items, parts, opts, command, skipped)
     if not parts:
         raise ShardError(str(out), "every recording failed; nothing to write (see the errors above)")
-    manifest = build_manifest(parts, opts, command or _default_command(sources, out), skipped)
+    manifest = build_manifest(list(parts.values()), opts, command, skipped)
     atomic_write_json(manifest_path, manifest)
     return manifest
 
@@ -82,7 +110,12 @@ def _run(todo: list[SourceItem], out: Path, opts: ShardOptions, progress: bool, 
                 _handle(_process_safely(it, out, opts), it, opts, skipped, bar)
         else:
             ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-            with ProcessPoolExecutor(max_workers=min(opts.workers, len(todo)), mp_context=ctx) as pool:
+            with ProcessPoolExecutor(
+                max_workers=min(opts.workers, len(todo)),
+                mp_context=ctx,
+                initializer=workers.init_worker,
+                initargs=(os.getpid(),),
+            ) as pool:
                 pending: dict[Future, SourceItem] = {
                     pool.submit(_process_safely, it, out, opts): it for it in todo
                 }
@@ -97,6 +130,7 @@ def _run(todo: list[SourceItem], out: Path, opts: ShardOptions, progress: bool, 
                     raise
     finally:
         bar.close()
+        remove_dead_temp(out)  # a worker killed mid-recording (the OOM killer) left its folder
     return skipped
 
 
@@ -112,6 +146,7 @@ def _handle(error: str | None, it: SourceItem, opts: ShardOptions, skipped: list
 
 def _process_safely(item: SourceItem, out: Path, opts: ShardOptions) -> str | None:
     """Process one recording; return None, or the reason it failed (as text, to cross processes)."""
+    workers.exit_if_orphaned()  # a recording queued to a worker of a run that has died is not started
     try:
         process_recording(item, out, opts)
         return None
@@ -127,14 +162,14 @@ def process_recording(item: SourceItem, out: Path, opts: ShardOptions) -> dict[s
     """Shard one recording and save its part; returns the part."""
     result = recording_samples(item, opts)
     shards = write_recording_shards(out, item.recording_id, result.samples, opts.shard_size_mb * 1e6)
-    old = _read_json(out / PARTS_DIR / f"{item.recording_id}.json")
+    old = read_json(part_path(out, item.recording_id))
     part = {
-        "fingerprint": _fingerprint(item, opts),
+        "fingerprint": fingerprint(item, opts),
         "summary": result.summary,
         "shards": shards,
         "accumulators": result.accumulators,
     }
-    atomic_write_json(out / PARTS_DIR / f"{item.recording_id}.json", part)
+    atomic_write_json(part_path(out, item.recording_id), part)
     if old:  # an earlier run with other options may have produced more shards than this one
         for e in old.get("shards", []):
             if e["name"] not in {s["name"] for s in shards}:
@@ -142,31 +177,11 @@ def process_recording(item: SourceItem, out: Path, opts: ShardOptions) -> dict[s
     return part
 
 
-def _fingerprint(item: SourceItem, opts: ShardOptions) -> dict[str, Any]:
-    return {"options": opts.fingerprint(), "source": str(item.path), "files": source_fingerprint(item.path)}
-
-
-def _part_is_current(out: Path, item: SourceItem, opts: ShardOptions) -> bool:
-    part = _read_json(out / PARTS_DIR / f"{item.recording_id}.json")
-    if not part or part.get("fingerprint") != _fingerprint(item, opts):
-        return False
-    return all(
-        (out / e["name"]).exists() and (out / e["name"]).stat().st_size == e["bytes"] for e in part["shards"]
-    )
-
-
 def _load_part(out: Path, item: SourceItem) -> dict[str, Any]:
-    part = _read_json(out / PARTS_DIR / f"{item.recording_id}.json")
+    part = read_json(part_path(out, item.recording_id))
     if part is None:
         raise ShardError(str(item.path), "internal error: its part file is missing after processing")
     return part
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def _default_command(sources: list[str | Path], out: Path) -> list[str]:

@@ -23,7 +23,7 @@ from neurotrain.datamodules.sharding import statistics as stats
 from neurotrain.datamodules.sharding.encoding import RecordingOutput, encode_npy_as, recording_ids
 from neurotrain.datamodules.sharding.options import ShardError, ShardOptions
 from neurotrain.datamodules.sharding.readers.signals import SignalRecording, read_signal
-from neurotrain.datamodules.sharding.sources import SourceItem
+from neurotrain.datamodules.sharding.sources import VOLUME_MODALITIES, SourceItem
 from neurotrain.datamodules.sharding.stimuli import Stimulus, event_stimuli
 from neurotrain.datamodules.sharding.volume_samples import anat_samples, fmri_samples
 
@@ -37,11 +37,31 @@ def is_annotation(label: str) -> bool:
 
 def recording_samples(item: SourceItem, options: ShardOptions) -> RecordingOutput:
     """Read ``item`` and prepare its samples; raises ``ShardError`` naming the file."""
+    _check_modality(item, options.modality)
     if item.kind == "signal":
         return _signal_samples(item, options)
     if item.kind == "fmri":
         return fmri_samples(item, options)
     return anat_samples(item, options)
+
+
+def _check_modality(item: SourceItem, modality: str | None) -> None:
+    """Refuse a ``--modality`` of the other family: a signal modality for an image, or the reverse."""
+    if modality is None:
+        return
+    image = item.kind != "signal"
+    if image and modality not in VOLUME_MODALITIES:
+        raise ShardError(
+            str(item.path),
+            f"--modality {modality} is for EEG/MEG/iEEG recordings, and this is a {item.fmt.upper()} image "
+            "(use --modality fmri or anat, or leave it out)",
+        )
+    if not image and modality in VOLUME_MODALITIES:
+        raise ShardError(
+            str(item.path),
+            f"--modality {modality} is for NIfTI/MGZ images, and this is an {item.fmt.upper()} recording "
+            "(use --modality eeg, meg or ieeg, or leave it out)",
+        )
 
 
 def _signal_samples(item: SourceItem, options: ShardOptions) -> RecordingOutput:

@@ -4,7 +4,8 @@ A SOURCE is a BIDS root (it holds ``dataset_description.json``), a plain folder 
 recursively for supported files), one file, or ``example:NAME`` for an example dataset of
 ``neurotrain.datamodules.sharding.examples`` (fetched into the cache on first use). Each recording found becomes a ``SourceItem``
 with its format, its kind (``signal`` read through MNE, ``fmri``/``anat`` read through
-nibabel), the BIDS-style identifiers we can recover, and a stable recording id used to name
+nibabel: ``--modality fmri|anat`` when given, else the BIDS datatype, else the image's shape),
+the BIDS-style identifiers we can recover, and a stable recording id used to name
 its shards. The list is sorted, so the same inputs always give the same shards.
 """
 
@@ -28,6 +29,7 @@ SIGNAL_FORMATS: dict[str, str] = {
     ".set": "eeglab",
 }
 VOLUME_FORMATS: dict[str, str] = {".nii": "nifti", ".nii.gz": "nifti", ".mgz": "mgz"}
+VOLUME_MODALITIES = ("fmri", "anat")  # --modality values read through nibabel; the others through MNE
 
 # FIF files that hold something other than a continuous recording (MNE naming conventions).
 _NON_RAW_FIF = re.compile(r"[-_](ica|epo|ave|cov|fwd|inv|trans|sol|src|bem|proj|tfr)\.fif(\.gz)?$")
@@ -68,6 +70,7 @@ def file_format(path: Path) -> str | None:
 def discover(sources: list[str | Path], options: ShardOptions) -> list[SourceItem]:
     """All recordings under ``sources``, sorted by recording id (ids are made unique)."""
     items: list[SourceItem] = []
+    forced = options.modality if options.modality in VOLUME_MODALITIES else None
     for src in sources:
         if str(src).startswith(EXAMPLE_PREFIX):  # "example:eeg" -> the fetched example dataset
             from neurotrain.datamodules.sharding.examples import fetch
@@ -77,14 +80,14 @@ def discover(sources: list[str | Path], options: ShardOptions) -> list[SourceIte
         if not path.exists():
             raise ShardError(str(src), "no such file or folder")
         if path.is_dir() and (path / "dataset_description.json").exists():
-            items += _bids_items(path)
+            items += _bids_items(path, forced)
         elif path.is_dir():
-            items += _folder_items(path)
+            items += _folder_items(path, forced)
         else:
             if file_format(path) is None:
                 supported = ", ".join(sorted(set(SIGNAL_FORMATS) | set(VOLUME_FORMATS)))
                 raise ShardError(str(path), f"unsupported file type; supported: {supported}")
-            items.append(_make_item(path, path.parent, path.parent.name, None, None))
+            items.append(_make_item(path, path.parent, path.parent.name, None, None, forced))
     return _unique_ids(sorted(items, key=lambda it: (it.recording_id, str(it.path))))
 
 
@@ -103,7 +106,7 @@ def volume_kind(path: Path) -> str:
     raise ShardError(str(path), f"image has shape {shape}; expected 3-D (anatomy) or 4-D (fMRI)")
 
 
-def _bids_items(root: Path) -> list[SourceItem]:
+def _bids_items(root: Path, forced: str | None) -> list[SourceItem]:
     import mne_bids
 
     name = _bids_name(root)
@@ -118,14 +121,14 @@ def _bids_items(root: Path) -> list[SourceItem]:
         fpath = Path(bp.fpath)
         if _in_derivatives(fpath, root):
             continue
-        items.append(_make_item(fpath, root, name, root, bp.datatype))
+        items.append(_make_item(fpath, root, name, root, bp.datatype, forced))
     for pattern, datatype in (("func/*_bold.nii*", "func"), ("anat/*_T1w.nii*", "anat")):
         for fpath in sorted(root.glob(f"sub-*/{pattern}")) + sorted(root.glob(f"sub-*/ses-*/{pattern}")):
-            items.append(_make_item(fpath, root, name, root, datatype))
+            items.append(_make_item(fpath, root, name, root, datatype, forced))
     return items
 
 
-def _folder_items(folder: Path) -> list[SourceItem]:
+def _folder_items(folder: Path, forced: str | None) -> list[SourceItem]:
     items = []
     for fpath in sorted(p for p in folder.rglob("*") if p.is_file()):
         fmt = file_format(fpath)
@@ -133,20 +136,25 @@ def _folder_items(folder: Path) -> list[SourceItem]:
             continue
         if fmt in ("nifti", "mgz") and _LABEL_VOLUME.search(fpath.name):
             continue
-        items.append(_make_item(fpath, folder, folder.name, None, None))
+        items.append(_make_item(fpath, folder, folder.name, None, None, forced))
     return items
 
 
 def _make_item(
-    fpath: Path, root: Path, dataset: str, bids_root: Path | None, datatype: str | None
+    fpath: Path,
+    root: Path,
+    dataset: str,
+    bids_root: Path | None,
+    datatype: str | None,
+    forced: str | None = None,
 ) -> SourceItem:
     fmt = file_format(fpath) or "unknown"
     rel = fpath.relative_to(root).as_posix() if fpath.is_relative_to(root) else fpath.name
     ents = {k: (m.group(1) if (m := rx.search(rel)) else None) for k, rx in _ENTITY.items()}
     stem = _strip_ext(fpath.name)
     kind = "signal"
-    if fmt in ("nifti", "mgz"):
-        kind = {"func": "fmri", "anat": "anat"}.get(datatype or "", "") or volume_kind(fpath)
+    if fmt in ("nifti", "mgz"):  # a forced modality wins; the reader refuses an image of the wrong shape
+        kind = forced or {"func": "fmri", "anat": "anat"}.get(datatype or "", "") or volume_kind(fpath)
     return SourceItem(
         path=fpath,
         source=rel,

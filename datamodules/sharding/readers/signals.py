@@ -8,6 +8,12 @@ band-pass, re-reference, resample) is applied here, in MNE, and recorded.
 MNE only warns about some damaged files (an EDF whose header promises more records than the
 file holds is read "inferring from the file size"). Those warnings become errors here: a
 truncated recording must not be sharded as if it were whole.
+
+Errors name their real cause: a ``.fif`` that does not start with a FIF file-id tag is "not a
+FIF file" (MNE's own message for a short one is an ``AttributeError`` about ``NoneType``); a BIDS
+recording's ``channels.tsv`` is checked before mne-bids parses it (empty, not UTF-8, no
+``name``/``type`` column, rows of another width, a channel twice), and when mne-bids still fails on
+a recording whose file MNE reads by itself, the error names the sidecar, not the EDF.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import numpy as np
 
 from neurotrain.datamodules.format.channel_types import UNIT_SCALE
 from neurotrain.datamodules.sharding.options import ShardError, ShardOptions
+from neurotrain.datamodules.sharding.readers.checks import channel_mismatch, channels_tsv_problem, check_fif
 from neurotrain.datamodules.sharding.sources import SourceItem
 
 # MNE warnings that mean the file is damaged, not merely unusual.
@@ -210,13 +217,37 @@ def _read_edf_scaled(raw, scales: np.ndarray) -> np.ndarray | None:
 def _read_raw(item: SourceItem):
     import mne
 
+    if item.fmt == "fif":
+        check_fif(item.path)
     if item.bids_root is not None:
-        import mne_bids
-
-        bp = mne_bids.get_bids_path_from_fname(item.path)
-        bp.update(root=item.bids_root)
-        return mne_bids.read_raw_bids(bp, verbose="warning")
+        return _read_raw_bids(item)
     return mne.io.read_raw(str(item.path), preload=False, verbose="warning")
+
+
+def _read_raw_bids(item: SourceItem):
+    """``read_raw_bids``, with a broken ``channels.tsv`` or another sidecar named as the cause."""
+    import mne
+    import mne_bids
+
+    bp = mne_bids.get_bids_path_from_fname(item.path)
+    bp.update(root=item.bids_root)
+    found = bp.find_matching_sidecar(suffix="channels", extension=".tsv", on_error="ignore")
+    tsv = Path(found) if found else None
+    if tsv is not None and (problem := channels_tsv_problem(tsv)):
+        raise ShardError(str(item.path), f"broken BIDS sidecar {tsv}: {problem}")
+    try:
+        return mne_bids.read_raw_bids(bp, verbose="warning")
+    except Exception as exc:
+        try:  # is it the recording, or what mne-bids adds from the sidecars?
+            raw = mne.io.read_raw(str(item.path), preload=False, verbose="error")
+        except Exception:
+            raise exc from None  # the recording itself: "cannot be read as EDF"
+        if tsv is not None and (mismatch := channel_mismatch(tsv, list(raw.ch_names))):
+            raise ShardError(str(item.path), f"broken BIDS sidecar {tsv}: {mismatch}") from exc
+        raise ShardError(
+            str(item.path),
+            f"the recording reads, but mne-bids cannot apply its BIDS sidecar files: {type(exc).__name__}: {exc}",
+        ) from exc
 
 
 def _events(raw) -> list[tuple[float, float, str]]:

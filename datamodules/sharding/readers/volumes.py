@@ -5,6 +5,13 @@ parcel's centroid (world coordinates of the atlas, in metres) as its position, s
 enter the same channel-agnostic batch layout as sensors. A structural T1 is reoriented to RAS,
 resampled to an isotropic grid, cropped or padded to a fixed shape around its foreground and
 z-scored over the foreground, so volumes of different scanners stack into one batch.
+
+The image's shape is checked against what it is sharded as before anything else: fMRI needs a
+4-D image (x, y, z, time) of at least two volumes, anatomy one 3-D volume — a 4-D run given as
+``--modality anat`` is refused with its shape rather than reduced to one of its volumes or their
+mean (an EPI average is no structural image, and nothing would say it had been made). A
+truncated image is reported as truncated (`checks.volume_data_problem`), before "fMRI needs a
+parcellation" and instead of a decoder's message.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from neurotrain.datamodules.sharding.options import ShardError, ShardOptions
+from neurotrain.datamodules.sharding.readers.checks import volume_data_problem
 from neurotrain.datamodules.sharding.sources import SourceItem
 
 
@@ -47,15 +55,16 @@ def read_fmri(item: SourceItem, options: ShardOptions) -> ParcelSeries:
     """Parcel means of one 4-D run; raises ``ShardError`` when there is no atlas or no TR."""
     from scipy import sparse
 
+    img = _load(item.path)
+    _check_fmri_shape(item.path, img.shape)
     if not options.atlas:
+        if problem := volume_data_problem(item.path, img):  # the first thing to fix
+            raise ShardError(str(item.path), problem)
         raise ShardError(
             str(item.path),
             "fMRI needs a parcellation: pass --atlas LABELS.nii.gz (a label image; 0 = background, "
             "or set --atlas-background) to shard parcel-mean time series",
         )
-    img = _load(item.path)
-    if len(img.shape) != 4:
-        raise ShardError(str(item.path), f"fMRI image must be 4-D, got shape {img.shape}")
     tr = _repetition_time(item.path, img, options)
     labels, names, centroids, frame = _atlas(options.atlas, options.atlas_labels, options.atlas_background)
     labels = _on_grid(labels, options.atlas, img)
@@ -75,7 +84,7 @@ def read_fmri(item: SourceItem, options: ShardOptions) -> ParcelSeries:
     try:
         vox = np.asarray(img.dataobj, dtype=np.float32).reshape(flat.size, img.shape[3])  # [V, T]
     except (OSError, ValueError, EOFError) as exc:
-        raise ShardError(str(item.path), f"cannot read the image data (truncated?): {exc}") from exc
+        raise _data_error(item.path, img, exc) from exc
     series = np.asarray(avg @ vox, dtype=np.float32)  # [P, T]
     series, how = _normalise_fmri(series, options.fmri_normalize)
     return ParcelSeries(
@@ -93,15 +102,16 @@ def read_anat(item: SourceItem, options: ShardOptions) -> Volume:
     import nibabel as nib
     from nibabel.processing import resample_to_output
 
-    img = _load(item.path)
-    if len(img.shape) == 4:
+    img = raw = _load(item.path)
+    _check_anat_shape(item.path, img.shape)
+    if len(img.shape) == 4:  # (x, y, z, 1): one volume
         img = img.slicer[..., 0]
     try:
         img = nib.as_closest_canonical(img)
         img = resample_to_output(img, voxel_sizes=options.voxel_size, order=1)
         data = np.asarray(img.dataobj, dtype=np.float32)
     except (OSError, ValueError, EOFError) as exc:
-        raise ShardError(str(item.path), f"cannot read the image data (truncated?): {exc}") from exc
+        raise _data_error(item.path, raw, exc) from exc
     if not np.isfinite(data).all():
         raise ShardError(str(item.path), "image holds NaN or infinite voxels")
     fg = data > 0.1 * np.percentile(data, 99)
@@ -124,6 +134,43 @@ def read_anat(item: SourceItem, options: ShardOptions) -> Volume:
             "normalisation": "zscore_foreground",
         },
     )
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return " x ".join(str(int(v)) for v in shape)
+
+
+def _check_fmri_shape(path: Path, shape: tuple[int, ...]) -> None:
+    if len(shape) == 3 or (len(shape) == 4 and shape[3] == 1):
+        raise ShardError(
+            str(path),
+            f"3-D image ({_shape_text(shape)}), fMRI needs 4-D (x, y, z, time): this holds one volume; "
+            "a structural image is sharded as anatomy (leave out --modality fmri, or --modality anat)",
+        )
+    if len(shape) != 4:
+        raise ShardError(
+            str(path), f"{len(shape)}-D image ({_shape_text(shape)}), fMRI needs 4-D (x, y, z, time)"
+        )
+
+
+def _check_anat_shape(path: Path, shape: tuple[int, ...]) -> None:
+    if len(shape) == 4 and shape[3] > 1:
+        raise ShardError(
+            str(path),
+            f"4-D image ({_shape_text(shape)}: {shape[3]} volumes), anatomy needs one 3-D volume: this looks "
+            "like an fMRI run; shard it as fMRI (--modality fmri with --atlas), or save the one volume "
+            "you mean (say, a T1, or an average you made on purpose) as a 3-D image first",
+        )
+    if len(shape) not in (3, 4):
+        raise ShardError(
+            str(path), f"{len(shape)}-D image ({_shape_text(shape)}), anatomy needs one 3-D volume"
+        )
+
+
+def _data_error(path: Path, img, exc: Exception) -> ShardError:
+    """The error for image data that could not be read: truncation when it is that, else the decoder's."""
+    problem = volume_data_problem(path, img)
+    return ShardError(str(path), problem or f"cannot read the image data: {type(exc).__name__}: {exc}")
 
 
 def _load(path: Path):
