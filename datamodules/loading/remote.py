@@ -15,7 +15,9 @@ read exactly like a local folder. A location is one of:
 Cache: ``cache_dir`` (default ``io.cache.cache_root() / "shards"``, i.e.
 ``$NEUROTRAIN_CACHE/shards`` or ``~/.cache/neurotrain/shards``) / ``sha256(location)``.
 ``manifest.json`` is fetched again at every resolve (it is small, and says what the shards must
-be) and read through ``format.manifest.load_manifest`` (schema version checked); a shard is
+be) and read through ``format.manifest.load_manifest`` (schema version and shard names checked:
+a name that is not a plain file name is refused before anything is fetched, so a server's manifest
+never makes anything be written outside the cache folder); a shard is
 fetched when first needed, unless the cache already holds a file of the manifest's byte size and
 sha256. A download streams to a temporary file with a unique name in the cache folder
 (``io.files.atomic_path``), is checked against the manifest's size and sha256, and only then
@@ -40,10 +42,18 @@ from typing import IO, Any
 
 from filelock import FileLock
 
-from neurotrain.datamodules.format.manifest import MANIFEST, ManifestError, load_manifest, manifest_hash
+from neurotrain.datamodules.format.manifest import (
+    MANIFEST,
+    ManifestError,
+    load_manifest,
+    manifest_hash,
+    shard_path,
+)
 from neurotrain.datamodules.io.cache import cache_root
 from neurotrain.datamodules.io.files import CHUNK, atomic_path, atomic_write_bytes, sha256_file
 from neurotrain.datamodules.loading.tar_index import CorruptShardError
+
+_SOURCE = "source.txt"  # in each cache folder: the URL it caches, for people
 
 
 class FetchError(OSError):
@@ -99,7 +109,7 @@ class DatasetLocation:
             _download(self._transport, MANIFEST, path, None, None)
         except FetchError as err:
             raise FetchError(f"{self.url}: cannot fetch {MANIFEST} ({err})") from err
-        source = self.root / "source.txt"  # which URL this hashed folder caches, for people
+        source = self.root / _SOURCE  # which URL this hashed folder caches, for people
         if not source.is_file():
             atomic_write_bytes(source, f"{self.url}\n".encode())
         return path
@@ -126,14 +136,21 @@ class DatasetLocation:
         """Local path of the shard of manifest entry ``entry``, staged first for a remote dataset.
 
         Raises ``CorruptShardError`` naming the URL and the shard when it cannot be fetched or
-        does not match the entry's ``bytes`` and ``sha256``.
+        does not match the entry's ``bytes`` and ``sha256``, and ``ManifestError`` when the name is
+        not a plain file name that stays inside the dataset folder (or, for a remote dataset, the
+        cache folder: nothing is ever written outside ``cache_dir``), see ``format.manifest``.
         """
-        name = entry["name"]
         if self._transport is None:
-            return self.root / name
-        if "/" in name or "\\" in name or name.startswith(".") or name in ("", MANIFEST, "source.txt"):
-            raise CorruptShardError(f"shard {name!r} of {self.url}: not a plain file name")
-        path = self.root / name
+            return shard_path(self.root, entry)
+        name = entry.get("name")
+        if name == _SOURCE:
+            raise ManifestError(
+                f"{self.url}: shard {name!r} of the manifest: a name the cache keeps for itself"
+            )
+        try:
+            path = shard_path(self.root, entry)  # a plain name, staying inside the cache folder
+        except ManifestError as err:
+            raise ManifestError(f"{self.url}: {err}") from err
         size, sha = entry.get("bytes"), entry.get("sha256")
         if _matches(path, size, sha):
             return path

@@ -1,7 +1,11 @@
 """``neurotrain inspect DIR [--verify]``: a readable summary of a shard dataset, and integrity checks.
 
+``check_counts`` refuses a manifest whose counts cannot be true (a shard claiming more samples than
+its byte size can hold, a negative or non-integer count), before anything is printed.
 ``verify_shards`` re-hashes every shard named by the manifest and returns the problems (missing,
 wrong size, wrong sha256) by shard name, so a corrupted copy is found before training starts.
+Shard files are found through ``format.manifest.shard_path``: a name or symlink leading outside
+the folder is refused (``ManifestError``), never followed.
 """
 
 from __future__ import annotations
@@ -10,17 +14,46 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from neurotrain.datamodules.format.manifest import load_manifest
+from neurotrain.datamodules.format.manifest import ManifestError, load_manifest, shard_path
 from neurotrain.datamodules.io.files import sha256_file
+
+# A tar member is at least one 512-byte header block (its content, padded to 512-byte blocks,
+# comes on top), and every sample of a shard is at least one member: a shard of B bytes holds at
+# most B // 512 samples, whatever its content. (A real sample is two members or more, each with
+# content: meta.json and signal.npy, so at least 2 KiB; the bound is loose, but sound for any tar.)
+TAR_BLOCK = 512
+
+
+def check_counts(manifest: dict[str, Any], where: str | Path) -> None:
+    """Raise ``ManifestError`` naming the entry when a shard's counts cannot be true.
+
+    ``samples`` and ``bytes`` must be non-negative integers, and ``samples * 512 <= bytes``
+    (see ``TAR_BLOCK``); ``--verify`` then checks ``bytes`` against the file itself.
+    """
+    for i, entry in enumerate(manifest["shards"]):
+        name = entry["name"]
+        samples, size = entry.get("samples"), entry.get("bytes")
+        for key, value in (("samples", samples), ("bytes", size)):
+            if type(value) is not int or value < 0:
+                raise ManifestError(f"{where}: shards[{i}] ({name}): {key} {value!r} is not a count")
+        if samples * TAR_BLOCK > size:
+            raise ManifestError(
+                f"{where}: shards[{i}] ({name}): {samples} samples cannot fit in {size} bytes "
+                f"(each sample takes at least one {TAR_BLOCK}-byte tar header, so at most "
+                f"{size // TAR_BLOCK})"
+            )
 
 
 def verify_shards(directory: str | Path, manifest: dict[str, Any] | None = None) -> list[str]:
-    """Problems found, one line per shard (empty when every shard matches the manifest)."""
+    """Problems found, one line per shard (empty when every shard matches the manifest).
+
+    A shard whose name or symlink leads outside ``directory`` raises ``ManifestError``.
+    """
     directory = Path(directory)
     manifest = manifest or load_manifest(directory)
     problems = []
     for entry in manifest["shards"]:
-        path = directory / entry["name"]
+        path = shard_path(directory, entry)
         if not path.exists():
             problems.append(f"{entry['name']}: missing")
         elif path.stat().st_size != entry["bytes"]:
@@ -74,6 +107,10 @@ def print_summary(directory: str | Path, verify: bool = False) -> int:
 
     console = Console()
     manifest = load_manifest(directory)
+    check_counts(manifest, directory)
+    if verify:  # every shard name resolves inside the folder, before anything is printed
+        for entry in manifest["shards"]:
+            shard_path(directory, entry)
     s = summarize(manifest)
     console.print(f"[bold]{directory}[/] — {s['dataset']}")
     console.print(

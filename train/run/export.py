@@ -3,9 +3,11 @@
 A DeepSpeed checkpoint is a directory of ZeRO shards; a plain Lightning checkpoint is one
 pickle-free-loadable file. Either becomes one fp32 ``.safetensors`` file whose metadata carries
 the model config (hyperparameters), the normalisation statistics and the data description,
-which ``--model.init_from`` accepts. Plain checkpoints are read with ``weights_only=True``;
-DeepSpeed's own client-state file is read the same way when it can be, and otherwise only
-after saying so (it is a file your own run wrote, never a downloaded one).
+which ``--model.init_from`` accepts. Nothing is unpickled beyond tensors, plain types and the
+allow-list of ``models.checkpoint_io``: a file is read with its ``safe_load``, and a DeepSpeed
+directory is first checked file by file (``check_checkpoint``) before DeepSpeed's own reader
+(which unpickles fully) consolidates the ZeRO shards; its client state is read with ``safe_load``.
+A refused or unreadable checkpoint is a one-line error naming the file, exit code 1.
 """
 
 from __future__ import annotations
@@ -13,11 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
 from neurotrain.datamodules.io.files import atomic_path
+from neurotrain.models.checkpoint_io import CheckpointError, check_checkpoint, safe_load
 
 _WRAPPER_PREFIX = "_forward_module."
 _CLIENT_KEYS = ("hyper_parameters", "normalization", "data", "epoch", "global_step")
@@ -32,10 +34,14 @@ def export_checkpoint(src: str | Path, out: str | Path) -> Path:
     if src.is_dir():
         state, client = _read_deepspeed(src)
     elif src.is_file():
-        ckpt = torch.load(src, map_location="cpu", weights_only=True)
+        ckpt = safe_load(src)
+        if not isinstance(ckpt, dict):
+            raise CheckpointError(f"{src} is not a checkpoint dict (got {type(ckpt).__name__})")
         state, client = ckpt.get("state_dict", ckpt), ckpt
     else:
         raise FileNotFoundError(f"checkpoint not found: {src}")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{src}: its state_dict is not a mapping of names to tensors")
     tensors = {
         k: v.detach().to(torch.float32 if v.is_floating_point() else v.dtype).contiguous()
         for k, v in state.items()
@@ -50,10 +56,10 @@ def export_checkpoint(src: str | Path, out: str | Path) -> Path:
 
 
 def _read_deepspeed(directory: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    import torch
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint, get_model_state_file
     from pytorch_lightning.utilities.deepspeed import ds_checkpoint_dir
 
+    check_checkpoint(directory)  # every file DeepSpeed's reader opens passes the restricted unpickler
     state = get_fp32_state_dict_from_zero_checkpoint(str(directory))
     state = {k.removeprefix(_WRAPPER_PREFIX): v for k, v in state.items()}
     inner = ds_checkpoint_dir(str(directory))
@@ -63,13 +69,9 @@ def _read_deepspeed(directory: Path) -> tuple[dict[str, Any], dict[str, Any]]:
             model_file = get_model_state_file(inner, stage)
         except FileNotFoundError:
             continue
-        try:
-            client = torch.load(model_file, map_location="cpu", weights_only=True)
-        except Exception:  # DeepSpeed pickles a few of its own objects beside the client state
-            warnings.warn(
-                f"{model_file}: reading DeepSpeed's client state with full unpickling", stacklevel=2
-            )
-            client = torch.load(model_file, map_location="cpu", weights_only=False)
+        client = safe_load(model_file)
+        if not isinstance(client, dict):
+            raise CheckpointError(f"{model_file}: DeepSpeed's client state is not a dict")
         break
     return state, client
 
