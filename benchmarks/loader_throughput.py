@@ -4,16 +4,24 @@ Windows of ``--window-samples`` (default 256 = 1 s) x 128 channels in batches of
 with ``--workers`` DataLoader workers everywhere, delivered as float32 tensors by:
 
     (a) raw       reading the tar files in 1 MiB chunks (``cat``-like): the upper bound
-    (b) wds       ``WebDataset(urls).decode()`` + a generator cutting the same random crops +
-                  shuffle buffer + default collate + DataLoader: what a user would write first
-    (c) ours      ``ShardDataModule.train_dataloader()``
+    (b) wds       ``WebDataset(urls).decode()`` + a generator cutting the same random crops and
+                  normalising them + shuffle buffer + default collate + DataLoader: what a user
+                  would write first
+    (c) ours      ``ShardDataModule.train_dataloader()`` (``--worker-mode``, default threads), and
+        ours_proc the same with ``worker_mode: processes`` (DataLoader worker processes)
     (d) bd_pre    braindecode ``create_fixed_length_windows`` on the EDF files, preloaded
         bd_lazy   the same with ``preload=False`` (reads from the EDF per window)
 
+Every loader delivers the same thing: float32 windows of all 128 channels in µV, centred and
+scaled per channel type with the dataset's robust statistics (the manifest's median/IQR, what
+(c) applies), in shuffled batches. The baselines' DataLoaders are built once with
+``persistent_workers=True``, so their worker start-up is paid once, as (c)'s threads are.
+
 Each measurement runs in its own process for ``--seconds`` (epochs repeat until then; the clock
 starts at the first batch), reporting windows/s, MB/s and its peak resident memory (the
-process's own, and the sum over its DataLoader worker processes, which share some pages). Memory of (c) and (d,
-preloaded) is measured again on 8x the data (``--replicas``): the recordings replicated.
+process's own, and the sum over its DataLoader worker processes, which share some pages). Every
+loader is measured again on 8x the data (``--replicas``: the recordings replicated), for
+throughput and memory.
 
     python benchmarks/loader_throughput.py                 # ~3 minutes on 2 cores
     python benchmarks/loader_throughput.py --seconds 3     # quicker, noisier
@@ -26,10 +34,12 @@ The last line printed is one JSON object with every figure.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -40,7 +50,8 @@ from typing import Any
 
 import psutil
 
-RUNS = ("raw", "wds", "ours", "bd_pre", "bd_lazy")
+RUNS = ("raw", "wds", "ours", "ours_proc", "bd_pre", "bd_lazy")
+SCALED = ("wds", "ours", "ours_proc", "bd_pre", "bd_lazy")  # also measured at --replicas x data
 
 
 def main() -> None:
@@ -53,35 +64,40 @@ def main() -> None:
     for run in RUNS:
         results[run] = child(args, run, shards, 1)
         print(f"{run:8s} 1x {fmt(results[run])}", flush=True)
-    for run in ("ours", "bd_pre"):
+    for run in SCALED:
         results[f"{run}_x{args.replicas}"] = r = child(args, run, shards, args.replicas)
         print(f"{run:8s} {args.replicas}x {fmt(r)}", flush=True)
     ours, raw = results["ours"], results["raw"]
+
+    def speedups(suffix: str) -> dict[str, float]:
+        mine = results[f"ours{suffix}"]["windows_per_s"]
+        return {
+            "vs_webdataset": round(mine / results[f"wds{suffix}"]["windows_per_s"], 2),
+            "vs_braindecode_lazy": round(mine / results[f"bd_lazy{suffix}"]["windows_per_s"], 2),
+            "vs_braindecode_preloaded": round(mine / results[f"bd_pre{suffix}"]["windows_per_s"], 2),
+            "processes_vs_threads": round(results[f"ours_proc{suffix}"]["windows_per_s"] / mine, 2),
+        }
+
+    one = speedups("")
     summary = {
         "window": [128, args.window_samples],
         "batch_size": args.batch_size,
         "workers": args.workers,
         "worker_mode": args.worker_mode,
         "seconds": args.seconds,
-        "windows_per_s": {k: round(v["windows_per_s"]) for k, v in results.items() if k in RUNS},
-        "mb_per_s": {k: round(v["mb_per_s"], 1) for k, v in results.items() if k in RUNS},
-        "speedup_vs_webdataset": round(ours["windows_per_s"] / results["wds"]["windows_per_s"], 2),
-        "speedup_vs_braindecode_lazy": round(ours["windows_per_s"] / results["bd_lazy"]["windows_per_s"], 2),
-        "speedup_vs_braindecode_preloaded": round(
-            ours["windows_per_s"] / results["bd_pre"]["windows_per_s"], 2
-        ),
+        "replicas": args.replicas,
+        "windows_per_s": {k: round(v["windows_per_s"]) for k, v in results.items()},
+        "mb_per_s": {k: round(v["mb_per_s"], 1) for k, v in results.items()},
+        "speedup_vs_webdataset": one["vs_webdataset"],
+        "speedup_vs_braindecode_lazy": one["vs_braindecode_lazy"],
+        "speedup_vs_braindecode_preloaded": one["vs_braindecode_preloaded"],
+        "speedups_1x": one,
+        f"speedups_{args.replicas}x": speedups(f"_x{args.replicas}"),
         "fraction_of_raw_read": round(ours["windows_per_s"] / raw["windows_per_s"], 3),
         "peak_rss_mb": {
-            f"{name}_{scale}x": {
-                "main": results[key]["maxrss_mb"],
-                "workers": results[key]["worker_maxrss_mb"],
-            }
-            for name, key, scale in (
-                ("ours", "ours", 1),
-                ("ours", f"ours_x{args.replicas}", args.replicas),
-                ("braindecode_preloaded", "bd_pre", 1),
-                ("braindecode_preloaded", f"bd_pre_x{args.replicas}", args.replicas),
-            )
+            key: {"main": r["maxrss_mb"], "workers": r["worker_maxrss_mb"]}
+            for key, r in results.items()
+            if key != "raw"
         },
     }
     print(json.dumps(summary))
@@ -147,10 +163,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         return timed_raw(sorted(shards.glob("*.tar")), args.seconds, bytes_per_window=C * T * 2)
     if args.run == "wds":
         make = wds_loader(shards, args)
-    elif args.run == "ours":
-        make = our_loader(shards, args)
+    elif args.run in ("ours", "ours_proc"):
+        make = our_loader(shards, args, "processes" if args.run == "ours_proc" else args.worker_mode)
     else:
-        make = braindecode_loader(args, preload=args.run == "bd_pre")
+        make = braindecode_loader(shards, args, preload=args.run == "bd_pre")
     return timed_loader(make, args.seconds, bytes_per_window=C * T * 4)
 
 
@@ -234,7 +250,16 @@ def timed_loader(make, seconds: float, bytes_per_window: int) -> dict[str, Any]:
     }
 
 
-def our_loader(shards: Path, args: argparse.Namespace):
+def robust_stats(shards: Path) -> tuple[float, float]:
+    """(median, IQR) in µV of the EEG channel type: the statistics (c) normalises with."""
+    from neurotrain.datamodules.format.manifest import load_manifest
+    from neurotrain.datamodules.loading.normalize import normalization_from_manifest, type_table
+
+    center, scale = type_table(normalization_from_manifest(load_manifest(shards)))["eeg"]
+    return float(center), float(scale)
+
+
+def our_loader(shards: Path, args: argparse.Namespace, worker_mode: str):
     from neurotrain.datamodules.loading.datamodule import ShardDataModule
 
     dm = ShardDataModule(
@@ -242,7 +267,7 @@ def our_loader(shards: Path, args: argparse.Namespace):
         window_seconds=args.window_samples / 256,
         batch_size=args.batch_size,
         num_workers=args.workers,
-        worker_mode=args.worker_mode,
+        worker_mode=worker_mode,
         train_split="all",
         drop_bad_channels=False,  # all 128 channels, as the other loaders deliver
     )
@@ -257,23 +282,41 @@ def wds_loader(shards: Path, args: argparse.Namespace):
 
     T = args.window_samples
     urls = sorted(str(p) for p in shards.glob("*.tar"))
+    center, scale = robust_stats(shards)
 
     def crops(samples):
         rng = np.random.default_rng()
         for s in samples:
-            x = s["signal.npy"]
+            x = s["signal.npy"]  # [C, T_segment] float16 µV
             for start in rng.integers(0, x.shape[1] - T + 1, size=x.shape[1] // T):
-                yield {"signal": torch.from_numpy(x[:, start : start + T].astype(np.float32))}
+                window = (x[:, start : start + T].astype(np.float32) - center) / scale
+                yield {"signal": torch.from_numpy(window)}
 
-    def make():
-        ds = wds.WebDataset(urls, shardshuffle=len(urls), nodesplitter=None, empty_check=False)
-        ds = ds.decode().compose(crops).shuffle(1024)
-        return torch.utils.data.DataLoader(ds, batch_size=args.batch_size, num_workers=args.workers)
+    ds = wds.WebDataset(urls, shardshuffle=len(urls), nodesplitter=None, empty_check=False)
+    ds = ds.decode().compose(crops).shuffle(1024)
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=args.batch_size, num_workers=args.workers, persistent_workers=args.workers > 0
+    )
+    return lambda: loader
 
-    return make
+
+class Normalised:
+    """A map-style dataset's windows in µV, centred and scaled like (c): ``(1e6 x - median) / IQR``."""
+
+    def __init__(self, windows, center: float, scale: float) -> None:
+        self.windows, self.center, self.scale = windows, center, scale
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, i: int):
+        import numpy as np
+
+        x, *_ = self.windows[i]  # [C, T] volts, float32
+        return ((np.asarray(x, dtype=np.float32) * 1e6 - self.center) / self.scale,)
 
 
-def braindecode_loader(args: argparse.Namespace, preload: bool):
+def braindecode_loader(shards: Path, args: argparse.Namespace, preload: bool):
     import mne
     import torch
     from braindecode.datasets import BaseConcatDataset, RawDataset
@@ -292,23 +335,31 @@ def braindecode_loader(args: argparse.Namespace, preload: bool):
         preload=preload,
     )
 
-    def make():
-        return torch.utils.data.DataLoader(
-            windows, batch_size=args.batch_size, shuffle=True, num_workers=args.workers
-        )
-
-    return make
+    center, scale = robust_stats(shards)
+    loader = torch.utils.data.DataLoader(
+        Normalised(windows, center, scale),
+        batch_size=args.batch_size,
+        shuffle=True,
+        num_workers=args.workers,
+        persistent_workers=args.workers > 0,
+    )
+    return lambda: loader
 
 
 def replicate(shards: Path, k: int) -> Path:
-    """A dataset with every recording ``k`` times (tar symlinks under new names, one manifest)."""
-    out = Path(tempfile.mkdtemp(prefix=f"neurotrain-x{k}-"))
+    """A dataset with every recording ``k`` times (tar hard links under new names, one manifest).
+
+    Hard links, not symlinks: the loader refuses a shard whose path resolves outside its dataset
+    folder. The temporary folder sits beside the shards, on their filesystem.
+    """
+    out = Path(tempfile.mkdtemp(prefix=f".neurotrain-x{k}-", dir=shards.parent))
+    atexit.register(shutil.rmtree, out, ignore_errors=True)  # the links only; the shards stay
     m = json.loads((shards / "manifest.json").read_text())
     entries = []
     for i in range(k):
         for e in m["shards"]:
             name = f"r{i}-{e['name']}"
-            os.symlink((shards / e["name"]).resolve(), out / name)
+            os.link((shards / e["name"]).resolve(), out / name)
             entries.append({**e, "name": name, "recording": f"r{i}-{e['recording']}"})
     m["shards"] = entries
     (out / "manifest.json").write_text(json.dumps(m))

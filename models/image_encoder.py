@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import timm
-import torch
 from torch import Tensor, nn
 
 from neurotrain.models.signal_encoder import EncoderOutput
@@ -54,7 +53,9 @@ def load_timm_weights(model: nn.Module, path: str | Path) -> None:
 
         state = load_file(str(path), device="cpu")
     else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        from neurotrain.models.checkpoint_io import safe_load
+
+        state = safe_load(path)  # weights-only, allow-listed: a crafted file is refused by name
         state = state.get("state_dict", state) if isinstance(state, dict) else state
     classifier = getattr(model, "pretrained_cfg", {}).get("classifier") or "\0"
     classifiers = (classifier,) if isinstance(classifier, str) else tuple(classifier)

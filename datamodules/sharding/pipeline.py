@@ -31,7 +31,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from pathlib import Path
 from typing import Any
 
-from neurotrain.datamodules.format.manifest import MANIFEST
+from neurotrain.datamodules.format.manifest import MANIFEST, shard_name_problem
 from neurotrain.datamodules.io.files import atomic_write_json
 from neurotrain.datamodules.sharding import workers
 from neurotrain.datamodules.sharding.distributed import deal, partial_manifest_path, write_partial_manifest
@@ -172,7 +172,8 @@ def process_recording(item: SourceItem, out: Path, opts: ShardOptions) -> dict[s
     atomic_write_json(part_path(out, item.recording_id), part)
     if old:  # an earlier run with other options may have produced more shards than this one
         for e in old.get("shards", []):
-            if e["name"] not in {s["name"] for s in shards}:
+            # a name from a part file is deleted only when it is a plain shard name of this folder
+            if e["name"] not in {s["name"] for s in shards} and shard_name_problem(e["name"]) is None:
                 (out / e["name"]).unlink(missing_ok=True)
     return part
 
