@@ -1,8 +1,9 @@
 """Shard datasets read from URLs: ``pipe:`` templates, HTTP and ``memory://`` through fsspec.
 
 Every transport is real (a shell command, an HTTP server on loopback, fsspec's memory filesystem);
-batches must equal those read from the local folder, the cache must be reused, and failed or
-corrupt downloads must leave nothing behind under a shard's name.
+batches must equal those read from the local folder, the cache must be reused (a warm setup hashes
+no shard: each holds a verified stamp), and failed or corrupt downloads must leave nothing behind
+under a shard's name. A dataset whose server is gone is read from the cached manifest.
 """
 
 from __future__ import annotations
@@ -10,11 +11,14 @@ from __future__ import annotations
 import functools
 import http.server
 import json
+import logging
+import os
 import shlex
 import shutil
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +28,8 @@ import pytest
 import torch
 from fixtures_datamodule import manifest, synthetic_shards, write_manifest
 
+from neurotrain.datamodules.format.manifest import manifest_hash
+from neurotrain.datamodules.loading import remote
 from neurotrain.datamodules.loading.datamodule import ShardDataModule
 from neurotrain.datamodules.loading.remote import FetchError, resolve
 from neurotrain.datamodules.loading.tar_index import CorruptShardError
@@ -269,3 +275,180 @@ def test_processes_staging_one_cache(clean: Path, tmp_path: Path) -> None:
     for entry, path in zip(manifest(clean)["shards"], next(iter(paths)), strict=True):
         assert Path(path).read_bytes() == (clean / entry["name"]).read_bytes()
     assert leftovers(tmp_path) == []
+
+
+# ----------------------------------------------------------------------------- verified stamps
+@pytest.fixture
+def hashed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the cached shards ``remote`` hashes in full (a download is hashed as it streams)."""
+    calls: list[str] = []
+    real = remote.sha256_file
+
+    def counting(path, *args, **kwargs) -> str:
+        calls.append(Path(path).name)
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(remote, "sha256_file", counting)
+    return calls
+
+
+def flip_byte(path: Path) -> None:
+    """Change one byte in the middle: same size, another sha256."""
+    with open(path, "r+b") as f:
+        f.seek(path.stat().st_size // 2)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0xFF]))
+
+
+def test_a_warm_setup_hashes_no_shard(
+    clean: Path, local_batches: list[dict], tmp_path: Path, hashed: list[str]
+) -> None:
+    url = pipe_cat(clean)
+    _, batches = read(url, tmp_path)
+    assert_same(batches, local_batches)
+    folder = cache_folder(url, tmp_path)
+    names = sorted(s["name"] for s in manifest(clean)["shards"])
+    assert sorted(p.name for p in (folder / ".verified").iterdir()) == [f"{n}.json" for n in names]
+    stamp = json.loads((folder / ".verified" / f"{names[0]}.json").read_text())
+    st = (folder / names[0]).stat()
+    assert stamp == {
+        "name": names[0],
+        "bytes": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "ctime_ns": st.st_ctime_ns,
+        "inode": st.st_ino,
+        "sha256": next(s["sha256"] for s in manifest(clean)["shards"] if s["name"] == names[0]),
+    }
+    assert hashed == []  # downloads are hashed as they stream, never read back
+    _, again = read(url, tmp_path)
+    assert_same(again, local_batches)
+    assert hashed == []  # the warm setup trusted every stamp
+    # A cache without stamps (written by an older version, or .verified/ deleted): each shard is
+    # hashed once and stamped, then trusted.
+    shutil.rmtree(folder / ".verified")
+    read(url, tmp_path)
+    assert sorted(hashed) == names
+    hashed.clear()
+    read(url, tmp_path)
+    assert hashed == [] and leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "change,refetched",
+    [
+        ("touched", False),  # same bytes, new mtime: hashed, found good, stamped again
+        ("rewritten", True),  # one byte changed in place: new mtime and ctime
+        ("rewritten, mtime restored", True),  # os.utime moves the ctime, which nothing can set back
+        ("replaced, mtime restored", True),  # another file put in its place: another inode
+        ("stamp of another sha256", True),  # the stamp does not vouch for the manifest's sha256
+    ],
+)
+def test_a_shard_changed_after_its_stamp_is_hashed_again(
+    change: str,
+    refetched: bool,
+    server: Server,
+    local_batches: list[dict],
+    tmp_path: Path,
+    hashed: list[str],
+) -> None:
+    """The rule: a cached shard is trusted unhashed only while ``os.stat`` gives the size, mtime_ns,
+    ctime_ns and inode its stamp recorded and the stamp's sha256 is the manifest's. Any change
+    made through the filesystem moves one of them, even with the mtime set back; a shard that
+    fails the full check is fetched again."""
+    cache = tmp_path / "cache"
+    read(server.url, cache)
+    folder = cache_folder(server.url, cache)
+    victim = folder / manifest(server.folder)["shards"][1]["name"]
+    before = victim.stat()
+    time.sleep(0.05)  # past the filesystem's timestamp tick, so that a change gets a new ctime
+    if change == "touched":
+        os.utime(victim, ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))
+    elif change.startswith("rewritten"):
+        flip_byte(victim)
+    elif change.startswith("replaced"):
+        other = tmp_path / "other.tar"
+        shutil.copyfile(victim, other)
+        flip_byte(other)
+        os.replace(other, victim)
+    else:
+        flip_byte(victim)  # and a stamp that vouches for these bytes, under another sha256
+        stamp_file = folder / ".verified" / f"{victim.name}.json"
+        stamp = json.loads(stamp_file.read_text())
+        st = victim.stat()
+        stamp.update(mtime_ns=st.st_mtime_ns, ctime_ns=st.st_ctime_ns, sha256=remote.sha256_file(victim))
+        stamp_file.write_text(json.dumps(stamp))
+        hashed.clear()
+    if "mtime restored" in change:
+        os.utime(victim, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = victim.stat()
+    assert after.st_size == before.st_size
+    assert "restored" not in change or after.st_mtime_ns == before.st_mtime_ns
+    gets = len(server.shard_gets())
+    _, batches = read(server.url, cache)
+    assert_same(batches, local_batches)
+    assert hashed == [victim.name]  # that shard alone was hashed in full
+    assert server.shard_gets()[gets:] == ([victim.name] if refetched else [])
+    hashed.clear()
+    read(server.url, cache)
+    assert hashed == [] and leftovers(cache) == []  # and stamped again
+
+
+# ----------------------------------------------------------------------------- offline
+@pytest.mark.parametrize("transport", ["http", "pipe"])
+def test_a_dataset_whose_server_is_gone_loads_from_the_cached_manifest(
+    transport: str,
+    clean: Path,
+    local_batches: list[dict],
+    tmp_path: Path,
+    hashed: list[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(clean, data)
+    cache = tmp_path / "cache"
+    if transport == "http":
+        http_server = Server(data)
+        url = http_server.url
+        try:
+            read(url, cache)
+        finally:
+            http_server.close()  # the port refuses connections from now on
+    else:
+        url = pipe_cat(data)
+        read(url, cache)
+        data.rename(tmp_path / "gone")  # `cat` fails from now on
+    caplog.set_level(logging.WARNING, logger=remote.__name__)
+    _, batches = read(url, cache)
+    assert_same(batches, local_batches)
+    assert hashed == []  # offline, the stamps still spare the hashing
+    cached = cache_folder(url, cache) / "manifest.json"
+    (warning,) = [r for r in caplog.records if r.name == remote.__name__]
+    message = warning.getMessage()
+    assert warning.levelno == logging.WARNING
+    assert message.startswith(f"{url}: cannot fetch manifest.json (")
+    assert f"using the copy cached at {cached}, fetched {time.strftime('%Y-%m-%d')}T" in message
+    # The flag a caller logs or records; the warning itself is said once per process.
+    location = resolve(url, cache)
+    assert not location.offline
+    assert location.manifest()["_sha256"] == manifest_hash(clean)
+    assert location.offline and location.offline_message == message
+    assert len([r for r in caplog.records if r.name == remote.__name__]) == 1
+    # With no cached manifest, it fails as before.
+    with pytest.raises(FetchError, match=rf"^{url}: cannot fetch manifest\.json"):
+        read(url, tmp_path / "empty-cache")
+
+
+def test_a_fetched_manifest_clears_the_offline_flag(clean: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(clean, data)
+    url = pipe_cat(data)
+    location = resolve(url, tmp_path / "cache")
+    location.manifest()
+    assert not location.offline
+    data.rename(tmp_path / "away")
+    location.manifest()
+    assert location.offline
+    (tmp_path / "away").rename(data)
+    location.manifest()
+    assert not location.offline and location.offline_message is None

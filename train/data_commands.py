@@ -251,15 +251,37 @@ def add_inspect_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("inspect", help="summarise a shard dataset; --verify re-hashes every shard")
     p.add_argument("directory", metavar="DIR", help="folder holding manifest.json and the shards")
     p.add_argument("--verify", action="store_true", help="re-hash every shard against the manifest")
+    p.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="with --verify: hash N shards at once (default: the CPU count, at most 8)",
+    )
     p.set_defaults(handler=_inspect)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return value
 
 
 def _inspect(args: argparse.Namespace) -> int:
     from neurotrain.datamodules.format.manifest import ManifestError
     from neurotrain.datamodules.sharding.inspection import print_summary
 
+    if args.workers is not None and not args.verify:
+        print(
+            "error: --workers N sets how many shards --verify hashes at once; add --verify", file=sys.stderr
+        )
+        return 2
     try:
-        return print_summary(args.directory, verify=args.verify)
+        return print_summary(args.directory, verify=args.verify, workers=args.workers)
     except ManifestError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

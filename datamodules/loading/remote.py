@@ -17,9 +17,28 @@ Cache: ``cache_dir`` (default ``io.cache.cache_root() / "shards"``, i.e.
 ``manifest.json`` is fetched again at every resolve (it is small, and says what the shards must
 be) and read through ``format.manifest.load_manifest`` (schema version and shard names checked:
 a name that is not a plain file name is refused before anything is fetched, so a server's manifest
-never makes anything be written outside the cache folder); a shard is
-fetched when first needed, unless the cache already holds a file of the manifest's byte size and
-sha256. A download streams to a temporary file with a unique name in the cache folder
+never makes anything be written outside the cache folder). When it cannot be fetched
+(``FetchError``: the network or the server is down, the command fails) and the cache holds the
+``manifest.json`` of an earlier fetch, that copy is used: one ``logging`` warning per process
+names the URL, the error and when the copy was fetched, and ``DatasetLocation.offline`` (with
+``offline_message``) tells the caller; with no cached copy the ``FetchError`` is raised.
+
+A shard is fetched when first needed, unless the cache already holds a file of the manifest's
+byte size and sha256. That is known without reading the file again from its *verified stamp*,
+``.verified/<name>.json`` in the cache folder (written atomically after a download or a full
+check): the file's size, ``mtime_ns``, ``ctime_ns`` and inode number when it was verified, and its
+sha256. A shard whose ``os.stat`` gives the stamp's four figures, and whose stamp's sha256 is the
+manifest's, is trusted without hashing (so a warm setup reads no shard); on any difference (no
+stamp, a new manifest sha256, the file rewritten, touched or replaced, the cache copied elsewhere)
+it is hashed in full, stamped again when it matches, fetched again when not. What the stamp catches: every
+change made through the filesystem. Writing a file or setting its mtime back (``os.utime``,
+``touch -d``, ``cp -p``) moves its ``ctime``, which no call can set, and a file put in its place
+has a new inode. What it cannot catch: bytes that change under the filesystem (media errors,
+a raw write to the device) and a change made within the same filesystem timestamp tick (a few
+milliseconds) as the stamp; deleting the cache folder's ``.verified/`` makes the next setup hash
+every cached shard in full.
+
+A download streams to a temporary file with a unique name in the cache folder
 (``io.files.atomic_path``), is checked against the manifest's size and sha256, and only then
 renamed to the shard's name (atomic), so the final name only ever holds a verified shard and
 processes sharing the cache (DDP ranks) cannot corrupt it; a per-shard ``filelock.FileLock``,
@@ -31,7 +50,10 @@ A failed download (command exiting non-zero, HTTP error, wrong size or sha256) r
 from __future__ import annotations
 
 import contextlib
+import datetime
 import hashlib
+import json
+import logging
 import os
 import shlex
 import subprocess
@@ -50,10 +72,21 @@ from neurotrain.datamodules.format.manifest import (
     shard_path,
 )
 from neurotrain.datamodules.io.cache import cache_root
-from neurotrain.datamodules.io.files import CHUNK, atomic_path, atomic_write_bytes, sha256_file
+from neurotrain.datamodules.io.files import (
+    CHUNK,
+    atomic_path,
+    atomic_write_bytes,
+    atomic_write_json,
+    sha256_file,
+)
 from neurotrain.datamodules.loading.tar_index import CorruptShardError
 
+log = logging.getLogger(__name__)
+
 _SOURCE = "source.txt"  # in each cache folder: the URL it caches, for people
+_STAMPS = ".verified"  # in each cache folder: <shard name>.json, a verified stamp per shard
+_STAMP_KEYS = ("bytes", "mtime_ns", "ctime_ns", "inode")  # what os.stat must still give
+_warned_offline: set[tuple[str, str, int]] = set()  # (url, cached manifest, its mtime_ns) warned of
 
 
 class FetchError(OSError):
@@ -94,13 +127,25 @@ class DatasetLocation:
         self.url = url
         self.root = root
         self._transport = transport
+        self.offline_message: str | None = None
+
+    @property
+    def offline(self) -> bool:
+        """True when the last ``manifest_path()`` could not fetch the manifest and used the cached
+        copy (``offline_message`` says why, and when that copy was fetched)."""
+        return self.offline_message is not None
 
     @property
     def remote(self) -> bool:
         return self._transport is not None
 
     def manifest_path(self) -> Path:
-        """Local path of ``manifest.json``; for a remote dataset fetched again (raises ``FetchError``)."""
+        """Local path of ``manifest.json``; for a remote dataset fetched again.
+
+        When the fetch fails and the cache holds an earlier copy, that copy's path is returned,
+        ``offline`` is set and a warning is logged (once per process and copy); with no copy,
+        ``FetchError`` is raised naming the URL.
+        """
         path = self.root / MANIFEST
         if self._transport is None:
             return path
@@ -108,7 +153,21 @@ class DatasetLocation:
         try:
             _download(self._transport, MANIFEST, path, None, None)
         except FetchError as err:
-            raise FetchError(f"{self.url}: cannot fetch {MANIFEST} ({err})") from err
+            try:
+                cached = path.stat()
+            except FileNotFoundError:
+                raise FetchError(f"{self.url}: cannot fetch {MANIFEST} ({err})") from err
+            when = datetime.datetime.fromtimestamp(cached.st_mtime).astimezone()
+            self.offline_message = (
+                f"{self.url}: cannot fetch {MANIFEST} ({err}); using the copy cached at {path}, "
+                f"fetched {when.isoformat(timespec='seconds')}, which may be out of date"
+            )
+            key = (self.url, str(path), cached.st_mtime_ns)
+            if key not in _warned_offline:
+                _warned_offline.add(key)
+                log.warning("%s", self.offline_message)
+            return path
+        self.offline_message = None
         source = self.root / _SOURCE  # which URL this hashed folder caches, for people
         if not source.is_file():
             atomic_write_bytes(source, f"{self.url}\n".encode())
@@ -152,15 +211,20 @@ class DatasetLocation:
         except ManifestError as err:
             raise ManifestError(f"{self.url}: {err}") from err
         size, sha = entry.get("bytes"), entry.get("sha256")
-        if _matches(path, size, sha):
+        stamp = self.root / _STAMPS / f"{name}.json"
+        checked = _stat_id(path)
+        if _matches(path, size, sha, stamp):
             return path
         with _shard_lock(self.root / ".locks" / f"{name}.lock"):
-            if _matches(path, size, sha):  # another process staged it while we waited
+            # Checked again only when another process put a file there while we waited.
+            if _stat_id(path) != checked and _matches(path, size, sha, stamp):
                 return path
             try:
                 _download(self._transport, name, path, size, sha)
             except FetchError as err:
                 raise CorruptShardError(f"shard {name}: {err}") from err
+            if sha:
+                _write_stamp(stamp, path, sha)
         return path
 
 
@@ -252,16 +316,62 @@ class _Fsspec(_Transport):
 
 
 # ----------------------------------------------------------------------------- staging
-def _matches(path: Path, size: int | None, sha: str | None) -> bool:
-    """``path`` exists with the expected size and sha256 (those the manifest gives)."""
+def _matches(path: Path, size: int | None, sha: str | None, stamp: Path) -> bool:
+    """``path`` exists with the expected size and sha256 (those the manifest gives).
+
+    Trusted without reading it when its verified ``stamp`` holds ``sha`` and what ``os.stat``
+    gives now; otherwise hashed in full, and stamped when it matches.
+    """
     try:
-        if size is not None and path.stat().st_size != size:
-            return False
+        st = path.stat()
     except FileNotFoundError:
         return False
-    if sha:
-        return sha256_file(path) == sha
-    return path.is_file()
+    if size is not None and st.st_size != size:
+        return False
+    if not sha:
+        return path.is_file()
+    if _read_stamp(stamp) == {**_file_id(st), "sha256": sha}:
+        return True
+    if sha256_file(path) != sha:
+        return False
+    _write_stamp(stamp, path, sha, st)  # the stat from before the hash: a change while hashing shows
+    return True
+
+
+def _stat_id(path: Path) -> dict[str, int] | None:
+    """``_file_id`` of ``path`` now, or None when there is no such file."""
+    try:
+        return _file_id(path.stat())
+    except FileNotFoundError:
+        return None
+
+
+def _file_id(st: os.stat_result) -> dict[str, int]:
+    """What a verified stamp keeps of ``os.stat``: any write, ``utime`` or replacement changes it."""
+    return dict(zip(_STAMP_KEYS, (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino), strict=True))
+
+
+def _read_stamp(stamp: Path) -> dict[str, Any] | None:
+    """The stamp's figures and sha256, or None (no stamp, or one that cannot be read)."""
+    try:
+        data = json.loads(stamp.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    return {key: data.get(key) for key in (*_STAMP_KEYS, "sha256")}
+
+
+def _write_stamp(stamp: Path, path: Path, sha: str, st: os.stat_result | None = None) -> None:
+    """Record that ``path`` (as ``st``, default: now) was verified to have sha256 ``sha``.
+
+    Best effort: a cache that cannot hold the stamp only means the next setup hashes the shard.
+    """
+    try:
+        st = st or path.stat()
+        atomic_write_json(stamp, {"name": path.name, **_file_id(st), "sha256": sha})
+    except OSError as err:
+        log.debug("%s: no verified stamp written (%s)", stamp, err)
 
 
 def _download(transport: _Transport, name: str, dest: Path, size: int | None, sha: str | None) -> None:

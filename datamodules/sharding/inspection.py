@@ -3,14 +3,17 @@
 ``check_counts`` refuses a manifest whose counts cannot be true (a shard claiming more samples than
 its byte size can hold, a negative or non-integer count), before anything is printed.
 ``verify_shards`` re-hashes every shard named by the manifest and returns the problems (missing,
-wrong size, wrong sha256) by shard name, so a corrupted copy is found before training starts.
+wrong size, wrong sha256) by shard name, so a corrupted copy is found before training starts; the
+shards are hashed by a pool of threads (``--workers``), the problems listed in manifest order.
 Shard files are found through ``format.manifest.shard_path``: a name or symlink leading outside
 the folder is refused (``ManifestError``), never followed.
 """
 
 from __future__ import annotations
 
+import os
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -44,25 +47,83 @@ def check_counts(manifest: dict[str, Any], where: str | Path) -> None:
             )
 
 
-def verify_shards(directory: str | Path, manifest: dict[str, Any] | None = None) -> list[str]:
+# More threads than this only queue on the disk: 8 keep an NVMe drive or a network filesystem busy.
+MAX_VERIFY_WORKERS = 8
+
+
+def default_verify_workers() -> int:
+    """``min(8, os.cpu_count())``: how many shards ``verify_shards`` hashes at once by default."""
+    return max(1, min(MAX_VERIFY_WORKERS, os.cpu_count() or 1))
+
+
+def verify_shards(
+    directory: str | Path, manifest: dict[str, Any] | None = None, workers: int | None = None
+) -> list[str]:
     """Problems found, one line per shard (empty when every shard matches the manifest).
 
-    A shard whose name or symlink leads outside ``directory`` raises ``ManifestError``.
+    Each shard is checked in turn for: missing, a size other than the manifest's ``bytes``
+    (truncated), a sha256 other than the manifest's (corrupted). The problem lines come in
+    manifest order whatever the number of ``workers``.
+
+    Every shard name is resolved first (``format.manifest.shard_path``), before anything is
+    hashed: a shard whose name or symlink leads outside ``directory`` raises ``ManifestError``.
+
+    ``workers`` (default ``default_verify_workers()``: ``min(8, os.cpu_count())``) shards are
+    hashed at once, by threads, the largest shards first so that one big shard does not finish
+    alone at the end. Threads, not processes: ``hashlib`` releases the GIL while it hashes a
+    block (4 MiB here) and so does ``read``, so threads hash and read in parallel; a process
+    pool gives the same parallelism plus its start-up and a pickled round trip per shard.
+    Measured (best of 7) on 24 shards of 16 MiB (384 MiB) on a 2-core machine shared with other
+    jobs (load 4 to 6, so about one core free): in the page cache, where hashing is CPU-bound,
+    1 thread 0.49 s, 2 threads 0.54 s, 8 threads 0.53 s, 2 processes 0.54 s, 8 processes
+    0.70 s; evicted from it (read from disk), 1 thread 0.70 s, 2 threads 0.65 s, 8 threads
+    0.43 s, 2 processes 0.65 s, 8 processes 0.58 s. Threads are never slower than processes,
+    and on a disk or network filesystem more workers than cores help, each mostly waiting on
+    a read (``--workers``).
     """
     directory = Path(directory)
     manifest = manifest or load_manifest(directory)
-    problems = []
-    for entry in manifest["shards"]:
-        path = shard_path(directory, entry)
-        if not path.exists():
-            problems.append(f"{entry['name']}: missing")
-        elif path.stat().st_size != entry["bytes"]:
-            problems.append(
-                f"{entry['name']}: {path.stat().st_size} bytes, manifest says {entry['bytes']} (truncated?)"
-            )
-        elif sha256_file(path) != entry["sha256"]:
-            problems.append(f"{entry['name']}: sha256 differs from the manifest (corrupted)")
-    return problems
+    entries = manifest["shards"]
+    paths = [shard_path(directory, entry) for entry in entries]  # all names refused or kept first
+    workers = default_verify_workers() if workers is None else workers
+    if type(workers) is not int or workers < 1:
+        raise ValueError(f"workers must be a positive integer, not {workers!r}")
+    workers = min(workers, len(entries)) or 1
+    if workers == 1:
+        results = [_shard_problem(path, entry) for path, entry in zip(paths, entries, strict=True)]
+    else:
+        # Submitted largest first, collected by index: the scheduling never changes the order.
+        order = sorted(range(len(entries)), key=lambda i: -_declared_bytes(entries[i]))
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="neurotrain-verify")
+        try:
+            futures: dict[int, Future[str | None]] = {
+                i: pool.submit(_shard_problem, paths[i], entries[i]) for i in order
+            }
+            results = [futures[i].result() for i in range(len(entries))]
+        except BaseException:  # an unreadable shard, or Ctrl-C: drop the shards not started yet
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
+    return [problem for problem in results if problem is not None]
+
+
+def _declared_bytes(entry: dict[str, Any]) -> int:
+    size = entry.get("bytes")
+    return size if type(size) is int else 0
+
+
+def _shard_problem(path: Path, entry: dict[str, Any]) -> str | None:
+    """The problem line of one shard (missing, truncated, corrupted), or None when it matches."""
+    name = entry["name"]
+    try:
+        size = path.stat().st_size
+        if size != entry["bytes"]:
+            return f"{name}: {size} bytes, manifest says {entry['bytes']} (truncated?)"
+        if sha256_file(path) != entry["sha256"]:
+            return f"{name}: sha256 differs from the manifest (corrupted)"
+    except FileNotFoundError:  # absent, a dangling symlink, or removed while the others were hashed
+        return f"{name}: missing"
+    return None
 
 
 def summarize(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -100,8 +161,8 @@ def summarize(manifest: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def print_summary(directory: str | Path, verify: bool = False) -> int:
-    """Print the summary (and verification); return the process exit code."""
+def print_summary(directory: str | Path, verify: bool = False, workers: int | None = None) -> int:
+    """Print the summary (and verification, ``workers`` shards hashed at once); return the exit code."""
     from rich.console import Console
     from rich.table import Table
 
@@ -141,7 +202,7 @@ def print_summary(directory: str | Path, verify: bool = False) -> int:
         console.print(f"[yellow]skipped {sk['source']}: {sk['error']}")
     if not verify:
         return 0
-    problems = verify_shards(directory, manifest)
+    problems = verify_shards(directory, manifest, workers=workers)
     if problems:
         for p in problems:
             console.print(f"[red]FAILED {p}")
