@@ -146,6 +146,110 @@ def test_sigkilled_sweep_continues_on_restart(eeg_shards: Path, tmp_path: Path) 
     assert read_summary(second_run)["status"] in ("interrupted", "crashed", "running")
 
 
+def _exited(pid: int) -> bool:
+    """Whether process ``pid`` has ended (gone, or a zombie its stopped parent has not reaped)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
+@pytest.mark.slow
+def test_trial_that_finished_before_its_sweep_was_killed_is_recorded_not_rerun(
+    eeg_shards: Path, tmp_path: Path
+) -> None:
+    file = grid_file(tmp_path, "finished", "[0.001, 0.002, 0.003]")
+    root = tmp_path / "runs"
+    cmd = [*SWEEP_CMD, str(file), "--backend", "local", "--root", str(root), *tiny(eeg_shards)]
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    log = tmp_path / "first.log"
+    with open(log, "w") as out:
+        first = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+    run0 = root / f"finished-{load_sweep(file).fingerprint}-000"
+    deadline = time.monotonic() + 300
+    try:
+        while not (run0 / "summary.json").exists():  # trial 0's fit has started
+            assert first.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.05)
+        # Freeze the sweep process: its fit runs to its end, the sweep records nothing of it; then the
+        # sweep dies in the window between the run's end and the study learning of it.
+        first.send_signal(signal.SIGSTOP)
+        while (read_summary(run0) or {}).get("status") != "finished" or not _exited(
+            read_summary(run0)["pid"]
+        ):
+            assert time.monotonic() < deadline, f"trial 0's fit did not finish: {read_summary(run0)}"
+            time.sleep(0.2)
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    assert [t.state.name for t in study_of(file, root).get_trials()] == ["RUNNING"]  # not recorded
+    best = read_summary(run0)["monitor"]["best"]
+    assert best is not None
+
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=400, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert (
+        "trial 0: its run had finished when its sweep process died; COMPLETE, best" in proc.stdout
+        and "re-queued" not in proc.stdout
+    ), proc.stdout
+    trials = study_of(file, root).get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 3  # the budget: the grid, once
+    assert trials[0].value == pytest.approx(best) and trials[0].user_attrs["error"] is None
+    assert trials[0].intermediate_values  # the validations the dead sweep had not reported
+    assert sorted(t.params["model.optimizer.lr"] for t in trials) == [0.001, 0.002, 0.003]
+    runs = sorted(p.name for p in root.iterdir() if p.name != "sweeps")
+    assert runs == [f"{run0.name[:-3]}{i:03d}" for i in range(3)]  # no second run of trial 0
+
+
+def test_dead_sweep_trials_are_settled_from_their_run_folders(tmp_path: Path) -> None:
+    """Finished runs give their result (value, pruned, no value); unfinished ones are re-queued."""
+    import socket
+
+    from neurotrain.train.sweeps import study as sweep_study
+    from neurotrain.train.sweeps.trial import TrialChannel
+    from neurotrain.train.tracking.run_folder import write_summary
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a sweep process of this host that is no more
+    storage = sweep_study.make_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    study = optuna.create_study(study_name="s", storage=storage)
+    runs = {"done": ("finished", 0.5), "pruned": ("finished", 0.9), "empty": ("finished", None)}
+    runs.update(old=("finished", 0.1), killed=("running", None))  # old: a run of a former study
+    for name, (status, best) in runs.items():
+        trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+        attrs = {"host": socket.gethostname(), "sweep_pid": gone.pid, "run_name": name, "error": "died"}
+        attrs["values"] = {"x": 0.25}
+        for key, value in {**attrs, **({"pruned_at": 1} if name == "pruned" else {})}.items():
+            trial.set_user_attr(key, value)
+        (tmp_path / name).mkdir()
+        sweep = {"sweep_id": "s", "params": {"x": 0.75 if name == "old" else 0.25}}
+        summary = {"status": status, "monitor": {"name": "val/loss", "best": best}, "sweep": sweep}
+        write_summary(tmp_path / name, summary)
+        channel = TrialChannel.create(tmp_path / "trials", name, "val/loss")
+        channel.append_value(1, 0.7)
+    trial.report(0.7, 1)  # the killed trial's first validation had been reported
+
+    revived = sweep_study.revive_dead_local_trials(
+        "s", storage, root=tmp_path, channels=tmp_path / "trials", metric="val/loss"
+    )
+    assert revived.requeued == 2 and len(revived.recovered) == 3
+    trials = {t.user_attrs["run_name"]: t for t in study.get_trials()[:5]}
+    states = {name: t.state.name for name, t in trials.items()}
+    assert states == {
+        "done": "COMPLETE",
+        "pruned": "PRUNED",
+        "empty": "FAIL",
+        "old": "FAIL",
+        "killed": "FAIL",
+    }
+    assert trials["done"].value == 0.5 and trials["done"].intermediate_values == {1: 0.7}
+    assert trials["done"].user_attrs["error"] is None and trials["pruned"].user_attrs["error"] is None
+    assert "recorded no value of val/loss" in trials["empty"].user_attrs["error"]
+    retries = study.get_trials()[5:]  # the old and the killed one's: re-queued, WAITING
+    assert [t.state.name for t in retries] == ["WAITING"] * 2
+    assert [t.params for t in retries] == [trials["old"].params, trials["killed"].params]
+
+
 def test_pruned_trial_stops_its_run_and_is_recorded_as_pruned(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -2,7 +2,8 @@
 
 The server is Debian's ``postgresql`` package (``initdb``/``pg_ctl``), started by the test in a temporary
 folder on a free port, as the ``postgres`` user when the tests run as root. Skipped, with the reason,
-where no server can be started or ``psycopg2`` is missing.
+where no server can be started or no PostgreSQL driver is installed; with ``CI=true`` (CI installs
+PostgreSQL and the driver) each of these is a failure instead.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import optuna
 import pytest
@@ -35,33 +38,42 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def postgres_url(request: pytest.FixtureRequest) -> Iterator[str]:
+def in_ci() -> bool:
+    """``CI=true`` (or 1/yes): the server and driver are installed, so their absence is a failure."""
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def unavailable(reason: str) -> NoReturn:
+    """Skip with ``reason``; fail instead in CI, where PostgreSQL must be there."""
+    if in_ci():
+        pytest.fail(f"CI=true, but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def start_postgres(base: Path) -> tuple[str, Callable[[], None]]:
+    """A PostgreSQL server with a ``sweeps`` database, its data in ``base``: (URL, stop)."""
     import importlib.util
 
     if not any(importlib.util.find_spec(m) for m in ("psycopg", "psycopg2")):
-        pytest.skip("no PostgreSQL driver for SQLAlchemy: pip install 'psycopg[binary]'")
+        unavailable("no PostgreSQL driver for SQLAlchemy: pip install 'psycopg[binary]'")
     initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
     if not initdb or not pg_ctl:
-        pytest.skip("PostgreSQL server binaries not found (apt-get install postgresql)")
+        unavailable("PostgreSQL server binaries not found (apt-get install postgresql)")
     as_user: list[str] = []
-    # Not under pytest's root-only (0700) temp folder: the server user must reach its data folder.
-    base = Path(tempfile.mkdtemp(prefix="neurotrain-pg-"))
-    request.addfinalizer(lambda: shutil.rmtree(base, ignore_errors=True))
     if os.geteuid() == 0:  # the server refuses to run as root
         if not shutil.which("runuser"):
-            pytest.skip("running as root without runuser: cannot start PostgreSQL as another user")
+            unavailable("running as root without runuser: cannot start PostgreSQL as another user")
         try:
             shutil.chown(base, "postgres")
         except (LookupError, OSError) as exc:
-            pytest.skip(f"no postgres user to run the server as ({exc})")
+            unavailable(f"no postgres user to run the server as ({exc})")
         as_user = ["runuser", "-u", "postgres", "--"]
     data, port = base / "data", _free_port()
     init = subprocess.run(
         [*as_user, initdb, "-D", str(data), "-A", "trust", "-U", "postgres"], capture_output=True, text=True
     )
     if init.returncode != 0:
-        pytest.skip(f"initdb failed: {init.stderr[-500:]}")
+        unavailable(f"initdb failed: {init.stderr[-500:]}")
     opts = f"-p {port} -k {base} -c listen_addresses=127.0.0.1"
     start = subprocess.run(
         [*as_user, pg_ctl, "-D", str(data), "-o", opts, "-l", str(base / "log"), "-w", "-t", "60", "start"],
@@ -69,26 +81,57 @@ def postgres_url(request: pytest.FixtureRequest) -> Iterator[str]:
         text=True,
     )
     if start.returncode != 0:
-        pytest.skip(f"PostgreSQL did not start: {start.stderr[-500:]}")
-    try:
-        made = subprocess.run(
-            [
-                _pg_bin("createdb") or "createdb",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "-U",
-                "postgres",
-                "sweeps",
-            ],
-            capture_output=True,
-            text=True,
-        )
-        assert made.returncode == 0, made.stderr
-        yield f"postgresql://postgres@127.0.0.1:{port}/sweeps"
-    finally:
+        unavailable(f"PostgreSQL did not start: {start.stderr[-500:]}")
+
+    def stop() -> None:
         subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "fast", "stop"], capture_output=True)
+
+    made = subprocess.run(
+        [_pg_bin("createdb") or "createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "sweeps"],
+        capture_output=True,
+        text=True,
+    )
+    if made.returncode != 0:
+        stop()
+        pytest.fail(f"createdb failed on a running server: {made.stderr[-500:]}")
+    return f"postgresql://postgres@127.0.0.1:{port}/sweeps", stop
+
+
+@pytest.fixture(scope="module")
+def postgres_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    # Not under pytest's root-only (0700) temp folder: the server user must reach its data folder.
+    base = Path(tempfile.mkdtemp(prefix="neurotrain-pg-"))
+    request.addfinalizer(lambda: shutil.rmtree(base, ignore_errors=True))
+    url, stop = start_postgres(base)
+    try:
+        yield url
+    finally:
+        stop()
+
+
+@pytest.mark.parametrize(
+    ("failing", "reason"), [("initdb", "initdb failed"), ("pg_ctl", "PostgreSQL did not start")]
+)
+def test_a_server_that_cannot_start_is_a_skip_here_and_a_failure_in_ci(
+    failing: str, reason: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = Path(tempfile.mkdtemp(prefix="neurotrain-pg-"))  # reachable by the postgres user
+    fake = base / "bin"
+    fake.mkdir()
+    for name in ("initdb", "pg_ctl"):
+        rc = 1 if name == failing else 0
+        (fake / name).write_text(f"#!/bin/sh\necho {name} cannot run here >&2\nexit {rc}\n")
+        (fake / name).chmod(0o755)
+    monkeypatch.setattr(sys.modules[__name__], "_pg_bin", lambda name: str(fake / name))
+    try:
+        monkeypatch.setenv("CI", "false")
+        with pytest.raises(pytest.skip.Exception, match=f"{reason}: {failing} cannot run here"):
+            start_postgres(base)
+        monkeypatch.setenv("CI", "true")
+        with pytest.raises(pytest.fail.Exception, match=f"CI=true, but {reason}: {failing} cannot run here"):
+            start_postgres(base)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.mark.slow

@@ -6,8 +6,17 @@
     neurotrain sweep sweeps/eeg_pretrain.yaml --set data.datasets=[shards/eeg] --set trainer.max_epochs=2
     neurotrain sweep sweeps/eeg_pretrain.yaml --validate                 # check the file, run nothing
 
-The file is checked completely (keys, distributions, bounds, and every parameter against the run
-config's LightningCLI parser) before any run starts. Re-running the same command continues the sweep.
+The file is checked completely (keys, distributions, bounds, every parameter against the run
+config's LightningCLI parser, and its metric against what the run logs) before any run starts.
+Re-running the same command continues the sweep.
+
+Where the runs go is one setting, ``trainer.default_root_dir``, however it is given: ``--root DIR``,
+``--set trainer.default_root_dir=DIR``, or the sweep file's ``trainer.default_root_dir: {value: DIR}``
+(or a literal ``--trainer.default_root_dir=DIR`` in its ``command``). Each trial runs in
+``DIR/<run name>/`` and the sweep keeps its study and logs in ``DIR/sweeps/<file stem>/``; a relative
+DIR is from the working folder, as for ``neurotrain fit``. Given in more than one of these places,
+they must name the same folder (else nothing starts); given nowhere, the run config's own
+``trainer.default_root_dir``, else ``checkpoints``.
 
 Here: the parser of ``neurotrain sweep`` (registered by ``neurotrain.train.cli``) and the choice of
 backend; the W&B backend is `wandb_backend`, the local Optuna engine `local`.
@@ -18,6 +27,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 
@@ -41,7 +51,9 @@ def add_sweep_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--storage", help="Optuna RDB URL shared by agents (default: SQLite in the sweep folder)")
     p.add_argument("--workers", type=int, default=1, help="trials run at once on this machine (local)")
     p.add_argument(
-        "--root", default="checkpoints", help="root of run folders and sweeps/ (default checkpoints)"
+        "--root",
+        help="root of run folders and sweeps/ (default: the file's trainer.default_root_dir, else "
+        "checkpoints); the same setting as trainer.default_root_dir, so the two must agree",
     )
     p.add_argument(
         "--set",
@@ -68,17 +80,19 @@ def add_sweep_parser(sub: argparse._SubParsersAction) -> None:
 
 def _sweep(args: argparse.Namespace) -> int:
     """Check the file, then run it with the chosen backend; the exit code."""
-    from neurotrain.train.sweeps.schema import SweepError, check_against_config, load_sweep
+    from neurotrain.train.sweeps.schema import ROOT_KEY, SweepError, check_against_config, load_sweep
 
-    extra = []
+    extra, roots = [], []  # roots: (where it was given, folder)
+    if args.root is not None:
+        roots.append(("--root", args.root))
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep or not key:
             print(f"error: --set {item!r}: expected KEY=VALUE, e.g. trainer.max_epochs=2", file=sys.stderr)
             return 2
-        if key.lstrip("-") == "trainer.default_root_dir":
-            print("error: set where runs go with --root, not trainer.default_root_dir", file=sys.stderr)
-            return 2
+        if key.lstrip("-") == ROOT_KEY:  # the sweep's root, not a trial override
+            roots.append((f"--set {ROOT_KEY}", value))
+            continue
         extra.append(f"--{key.lstrip('-')}={value}")
     if args.workers < 1 or (args.count is not None and args.count < 1):
         print("error: --workers and --count must be at least 1", file=sys.stderr)
@@ -89,9 +103,23 @@ def _sweep(args: argparse.Namespace) -> int:
     except SweepError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if spec.root is not None:
+        roots.append((f"the sweep file's {ROOT_KEY}", spec.root))
+    try:
+        root = sweep_root(roots, parsed)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(
         f"sweep file {args.file}: valid ({spec.method}, {len(spec.params)} parameters, config {spec.config})"
+        f"; runs go to {root}"
     )
+    if spec.metric_as_written:
+        print(
+            f"metric {spec.metric_as_written}: the run logs it as {spec.metric} (a W&B-style name: its "
+            f"first '_' is read as '/')",
+            flush=True,
+        )
     if args.validate:
         return 0
     backend = _choose_backend(args)
@@ -103,7 +131,7 @@ def _sweep(args: argparse.Namespace) -> int:
                 spec,
                 count=args.count,
                 extra=extra,
-                root=args.root,
+                root=root,
                 project=args.project,
                 entity=args.entity,
                 timeout_s=args.wandb_timeout,
@@ -121,12 +149,31 @@ def _sweep(args: argparse.Namespace) -> int:
         count=args.count,
         workers=args.workers,
         storage=args.storage,
-        root=args.root,
+        root=root,
         extra=extra,
         sweep_id=args.sweep_id,
         direction=None if spec.metric else direction,
         monitor=None if spec.metric else monitor,
     )
+
+
+def sweep_root(given: list[tuple[str, str]], parsed: dict[str, Any]) -> Path:
+    """The one folder the runs go to, from every place it was ``given`` (``(where, folder)``).
+
+    Places that name different folders are an error (ValueError naming both); none: the parsed run
+    config's ``trainer.default_root_dir``, else ``checkpoints``. Relative folders are from here.
+    """
+    folders = [(where, Path(folder).expanduser().resolve()) for where, folder in given]
+    for where, folder in folders[1:]:
+        if folder != folders[0][1]:
+            raise ValueError(
+                f"{folders[0][0]} says the runs go to {folders[0][1]}, {where} says {folder}: "
+                "they are the same setting (trainer.default_root_dir); give one folder"
+            )
+    if folders:
+        return folders[0][1]
+    default = (parsed.get("trainer") or {}).get("default_root_dir") or "checkpoints"
+    return Path(default).expanduser().resolve()
 
 
 def _choose_backend(args: argparse.Namespace) -> str:
@@ -150,19 +197,13 @@ def _model_monitor(parsed: dict[str, Any]) -> tuple[str, str]:
     As ``neurotrain fit`` decides it: ``--monitor`` when set (its direction from its name), else the
     model class's ``monitor`` and ``monitor_mode``.
     """
-    import importlib
-
     from neurotrain.models.metric_names import metric_mode
+    from neurotrain.train.sweeps.run_metrics import model_class
 
     if parsed.get("monitor"):
         monitor = str(parsed["monitor"])
         return monitor, "maximize" if metric_mode(monitor) == "max" else "minimize"
-    path = (parsed.get("model") or {}).get("class_path") or ""
-    module, _, name = path.rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError):
-        cls = None
+    cls = model_class(parsed)
     monitor = getattr(cls, "monitor", None) or "val/loss"
     mode = getattr(cls, "monitor_mode", None) or metric_mode(monitor)
     return monitor, "maximize" if mode == "max" else "minimize"

@@ -16,11 +16,14 @@ each one (``trial.report(value, n)``) and asks ``trial.should_prune()``; when pr
 ends PRUNED. The trial process never opens the study.
 
 Resilience: a trial process that exits non-zero is a FAIL trial with its error (``user_attrs["error"]``)
-and the sweep goes on. RUNNING trials left by a dead sweep process are failed and re-queued with the
-same parameters: at once when that process ran on this host (`study.retry_dead_local_trials`),
-otherwise when its heartbeat is older than the grace period; they keep the ``error`` written when they
-started, which says their sweep process died. The budget (``--count``/``run_cap``/grid size) counts
-trials, not counting ones superseded by their retry, so a restart runs exactly what is left.
+and the sweep goes on. RUNNING trials left by a dead sweep process of this host are settled when the
+sweep starts (`study.revive_dead_local_trials`): one whose run had finished is given that run's
+result from its run folder (``summary.json``: ``monitor.best``), as the dead process would have; the
+others are failed and re-queued with the same parameters. Those of another host are failed and
+re-queued once their heartbeat is older than the grace period. A failed one keeps the ``error``
+written when it started, which says its sweep process died. The budget (``--count``/``run_cap``/grid
+size) counts trials, not counting ones superseded by their retry, so a restart runs exactly what is
+left.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from neurotrain.train.sweeps.study import (
     make_pruner,
     make_sampler,
     make_storage,
-    retry_dead_local_trials,
+    revive_dead_local_trials,
 )
 from neurotrain.train.sweeps.trial import TrialChannel, trial_command
 from neurotrain.train.tracking.run_folder import read_summary
@@ -94,15 +97,17 @@ def run_local(
     )
     study.set_user_attr("sweep_file", str(spec.path))
     study.set_user_attr("sweep", spec.raw)
-    revived = retry_dead_local_trials(study_name, rdb)
+    metric = spec.metric or monitor or "val/loss"
+    revived = revive_dead_local_trials(study_name, rdb, root=root, channels=folder / "trials", metric=metric)
     budget = _budget(spec, count)
     print(
         f"sweep {study_name}: {spec.method} search, {workers} worker(s), budget "
         f"{budget if budget is not None else 'unbounded (Ctrl-C stops)'}, storage {_redact(url)}"
-        + (f"; re-queued {revived} trial(s) of a dead sweep process" if revived else ""),
+        + (f"; re-queued {revived.requeued} trial(s) of a dead sweep process" if revived.requeued else ""),
         flush=True,
     )
-    metric = spec.metric or monitor or "val/loss"
+    for line in revived.recovered:
+        print(line, flush=True)
     runner = _Runner(spec, study, root, folder, list(extra), study_name, budget, metric)
     threads = [threading.Thread(target=runner.loop, name=f"sweep-worker-{i}") for i in range(max(1, workers))]
     for t in threads:

@@ -9,8 +9,14 @@ A file names its run config in ``command`` (W&B's own macro syntax, so ``wandb a
     command: [neurotrain, fit, --config, train/configs/eeg_pretrain.yaml, "${args}"]
 
 Here: the top-level keys (method, metric, early_terminate, run_cap, command) and `SweepSpec`; the
-parameters and their distributions are in `params`. Everything wrong with a file is reported at once,
-one ``key: reason`` line each, before any run starts.
+parameters and their distributions are in `params`, the names a run logs (what ``metric`` may be) in
+`run_metrics`. Everything wrong with a file is reported at once, one ``key: reason`` line each, before
+any run starts.
+
+Where the runs go is not a swept parameter: a fixed ``trainer.default_root_dir: {value: DIR}`` (in
+``parameters``, flat or nested, or ``--trainer.default_root_dir=DIR`` among the ``command``'s literal
+arguments) is the sweep's root, ``SweepSpec.root``, the folder ``neurotrain sweep --root`` names
+(`command` checks that the two agree).
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ TOP_LEVEL_KEYS = {
     "run_cap",
 }
 METHODS = ("grid", "random", "bayes")
+ROOT_KEY = "trainer.default_root_dir"  # where the runs go: the sweep's root, never a swept value
 
 
 class SweepError(ValueError):
@@ -67,6 +74,8 @@ class SweepSpec:
     run_cap: int | None = None
     config: Path | None = None
     command_args: list[str] = field(default_factory=list)
+    root: str | None = None  # the file's fixed trainer.default_root_dir, as written
+    metric_as_written: str | None = None  # the file's metric.name when it is read as another name
 
     @property
     def name(self) -> str:
@@ -131,17 +140,21 @@ def load_sweep(path: str | Path) -> SweepSpec:
     early = _early_terminate(raw.get("early_terminate"), problems)
     if early and not metric:
         problems.append("early_terminate: hyperband needs metric.name (the value it compares)")
-    config, extra = _command(raw, path, problems)
+    config, extra, command_root = _command(raw, path, problems)
+    params, root = _root(params, command_root, problems)
     if problems:
         raise SweepError(path, problems)
-    return SweepSpec(path, raw, method, params, metric, goal, early, run_cap, config, extra)
+    return SweepSpec(path, raw, method, params, metric, goal, early, run_cap, config, extra, root)
 
 
 def check_against_config(spec: SweepSpec, extra: Sequence[str] = ()) -> dict[str, Any]:
     """Parse the run config with every parameter's values through LightningCLI's parser (nothing built).
 
     Returns the parsed config (the fit subcommand's namespace as a dict). A parameter the config does
-    not have, or a value of the wrong type, raises SweepError naming the key and the parser's reason.
+    not have, or a value of the wrong type, raises SweepError naming the key and the parser's reason;
+    so does a metric the run does not log (`run_metrics`). A W&B-style metric name (``val_loss``) is
+    read as the name the run logs: ``spec.metric`` becomes ``val/loss``, ``spec.metric_as_written``
+    keeps ``val_loss``.
     """
     from neurotrain.train.run.lightning_cli import parse_config
 
@@ -160,12 +173,59 @@ def check_against_config(spec: SweepSpec, extra: Sequence[str] = ()) -> dict[str
             except Exception as exc:
                 problems.append(f"parameters.{p.key}: {_reason(exc)} (value {value!r})")
                 break
+    _check_metric(spec, parsed, problems)
     if problems:
         raise SweepError(spec.path, problems)
     return parsed
 
 
 # helpers -------------------------------------------------------------------------------------------------
+
+
+def _check_metric(spec: SweepSpec, parsed: dict[str, Any], problems: list[str]) -> None:
+    """The file's metric (else the run's ``--monitor``) against what the run logs; W&B names read."""
+    from neurotrain.train.sweeps.run_metrics import logged_metrics, resolve_metric, wandb_style
+
+    logged = logged_metrics(parsed)
+    if logged is None:  # a model class not known here: it may log anything
+        return
+    if spec.metric:
+        try:
+            name = resolve_metric(spec.metric, logged)
+        except ValueError as exc:
+            problems.append(f"metric.name: {exc}")
+            return
+        if name != spec.metric:
+            spec.metric_as_written, spec.metric = spec.metric, name
+    elif parsed.get("monitor") and parsed["monitor"] not in logged:
+        # the fit's own --monitor (no metric in the file): the fit is given it as written, so no reading
+        alias = wandb_style(str(parsed["monitor"]))
+        hint = f" (write {alias})" if alias in logged else ""
+        problems.append(
+            f"monitor: the run does not log {parsed['monitor']!r}{hint}; it logs {', '.join(logged)}"
+        )
+
+
+def _root(
+    params: list[Param], command_root: str | None, problems: list[str]
+) -> tuple[list[Param], str | None]:
+    """The parameters without ``trainer.default_root_dir``, and that fixed folder (the sweep's root)."""
+    roots = [p for p in params if p.key == ROOT_KEY]
+    root = command_root
+    for p in roots:
+        value = p.spec.get("value") if p.distribution == "constant" else None
+        if not isinstance(value, str) or not value.strip():
+            problems.append(
+                f"parameters.{ROOT_KEY}: where the runs go is one folder, not a swept value: "
+                "give {value: DIR} (or neurotrain sweep --root DIR)"
+            )
+        elif root is not None and root != value:
+            problems.append(
+                f"parameters.{ROOT_KEY}: {value!r}, but the command says --{ROOT_KEY}={root}: give it once"
+            )
+        else:
+            root = value
+    return [p for p in params if p.key != ROOT_KEY], root
 
 
 def _metric(metric: Any, problems: list[str]) -> tuple[str | None, str]:
@@ -207,27 +267,39 @@ def _early_terminate(early: Any, problems: list[str]) -> dict[str, Any] | None:
     return dict(early)
 
 
-def _command(raw: dict[str, Any], path: Path, problems: list[str]) -> tuple[Path | None, list[str]]:
-    """The run config named by ``--config`` in ``command``, and the command's other literal arguments."""
+def _command(
+    raw: dict[str, Any], path: Path, problems: list[str]
+) -> tuple[Path | None, list[str], str | None]:
+    """The run config named by ``--config`` in ``command``, its other literal arguments, and its root.
+
+    The root is a literal ``--trainer.default_root_dir`` of the command (taken out of the arguments:
+    it is the sweep's root, `SweepSpec.root`).
+    """
     command = raw.get("command")
     if not isinstance(command, list) or not all(isinstance(c, str) for c in command):
         problems.append(
             'command: expected a list such as [neurotrain, fit, --config, CONFIG.yaml, "${args}"]'
         )
-        return None, []
+        return None, [], None
     args = list(command)
     if "fit" not in args:
         problems.append("command: must run `neurotrain fit` (sweeps train)")
-        return None, []
+        return None, [], None
     args = args[args.index("fit") + 1 :]
-    config, extra, i = None, [], 0
+    config, root, extra, i = None, None, [], 0
     while i < len(args):
         arg = args[i]
-        if arg == "--config" and i + 1 < len(args):
-            config, i = args[i + 1], i + 2
+        if arg in ("--config", f"--{ROOT_KEY}") and i + 1 < len(args):
+            if arg == "--config":
+                config = args[i + 1]
+            else:
+                root = args[i + 1]
+            i += 2
             continue
         if arg.startswith("--config="):
             config = arg.split("=", 1)[1]
+        elif arg.startswith(f"--{ROOT_KEY}="):
+            root = arg.split("=", 1)[1]
         elif not re.fullmatch(r"\$\{\w+\}", arg):
             extra.append(arg)
         i += 1
@@ -235,13 +307,13 @@ def _command(raw: dict[str, Any], path: Path, problems: list[str]) -> tuple[Path
         problems.append('command: must contain "${args}" (where the swept values go)')
     if config is None:
         problems.append("command: no --config CONFIG.yaml (the run config this sweep varies)")
-        return None, extra
+        return None, extra, root
     found = _find_config(config, path)
     if found is None:
         problems.append(
             f"command: config {config} not found (relative to the working folder or the repository)"
         )
-    return found, extra
+    return found, extra, root
 
 
 def _find_config(name: str, sweep_file: Path) -> Path | None:

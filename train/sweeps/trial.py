@@ -29,7 +29,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 
 from neurotrain.datamodules.io.processes import pid_alive
-from neurotrain.train.sweeps.schema import SweepSpec
+from neurotrain.train.sweeps.schema import ROOT_KEY, SweepSpec
 
 TRIAL_ENV = "NEUROTRAIN_SWEEP_TRIAL"
 ORPHANED_EXIT = 75  # a trial process whose sweep process is already gone ends at once with this code
@@ -54,7 +54,12 @@ def trial_command(
     values as ``--key=value``, its run folder ``root/run_name``, and the sweep it belongs to
     (``sweep_params`` recorded with the run; default ``values``). ``reporter`` adds `TrialReporter`;
     ``wandb_project`` names the W&B project; the sweep's metric, when it has one, becomes ``--monitor``.
+    A ``trainer.default_root_dir`` among the values (the W&B agent passes the file's fixed one) is
+    left out: ``root`` is where the runs go (`command` checked that the two agree).
     """
+    values = {k: v for k, v in values.items() if k != ROOT_KEY}
+    if sweep_params is not None:
+        sweep_params = {k: v for k, v in sweep_params.items() if k != ROOT_KEY}
     cmd = [
         sys.executable,
         "-m",
@@ -87,11 +92,16 @@ class TrialChannel:
     parent_pid: int
 
     @classmethod
+    def at(cls, folder: str | Path, run_name: str, metric: str) -> TrialChannel:
+        """The channel of run ``run_name`` in ``folder``, owned by this process, its files as they are."""
+        folder = Path(folder)
+        return cls(metric, folder / f"{run_name}.values.jsonl", folder / f"{run_name}.stop", os.getpid())
+
+    @classmethod
     def create(cls, folder: str | Path, run_name: str, metric: str) -> TrialChannel:
         """A fresh channel for run ``run_name`` in ``folder`` (old files of that name removed)."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        channel = cls(metric, folder / f"{run_name}.values.jsonl", folder / f"{run_name}.stop", os.getpid())
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        channel = cls.at(folder, run_name, metric)
         channel.values_file.unlink(missing_ok=True)
         channel.stop_file.unlink(missing_ok=True)
         return channel

@@ -48,7 +48,7 @@ def run_wandb(
     url = check_wandb(timeout_s)
     import wandb
 
-    config = {k: v for k, v in spec.raw.items() if k not in ("project", "entity")}
+    config = wandb_config(spec)
     sweep_id = _bounded(
         lambda: wandb.sweep(sweep=config, project=spec.raw.get("project") or project, entity=entity),
         timeout_s,
@@ -82,6 +82,18 @@ def run_wandb(
     )
     print(f"W&B sweep {sweep_id}: agent done, {len(failures)} failed trial(s); see {url}", flush=True)
     return 0
+
+
+def wandb_config(spec: SweepSpec) -> dict[str, Any]:
+    """The sweep file as the W&B controller is given it: without project/entity, its metric as logged.
+
+    A W&B-style metric name (``val_loss``) becomes the name the runs log (``val/loss``,
+    `run_metrics`), the one the controller reads from each run for bayes search and hyperband.
+    """
+    config = {k: v for k, v in spec.raw.items() if k not in ("project", "entity")}
+    if spec.metric and isinstance(config.get("metric"), dict):
+        config["metric"] = {**config["metric"], "name": spec.metric}
+    return config
 
 
 def check_wandb(timeout_s: float = 30.0, env: Mapping[str, str] | None = None) -> str:
