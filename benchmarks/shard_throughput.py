@@ -2,21 +2,28 @@
 
 Baseline, measured in the same run: ``mne.io.read_raw_edf(preload=True)`` of each EDF file
 (the least any converter must do), and, for reference, ``mne_bids.read_raw_bids`` + load (what
-reading a BIDS recording with its events, channels and electrodes sidecars costs). Then ``shard_dataset`` on the same BIDS folder with 1 and
-2 workers (it reads through mne-bids, checks, segments, computes statistics, writes float16
-tar shards and hashes them). Each timing is the best of ``--repeats`` warm runs.
+reading a BIDS recording with its events, channels and electrodes sidecars costs through
+mne-bids). Then ``shard_dataset`` on the same BIDS folder with 1 and 2 workers (it applies the
+BIDS sidecars, decodes the EDF, checks, segments, computes statistics, writes float16 tar shards
+and hashes them). Each timing is the best of ``--repeats`` warm runs.
 
-    python benchmarks/shard_throughput.py [--repeats 3]
+    python benchmarks/shard_throughput.py [--repeats 3] [--profile 30]
 
 The last line printed is one JSON object; ``ratio_vs_mne_read`` is sharding time (1 worker)
-divided by MNE read time, ``ratio_vs_mne_read_2_workers`` the same with 2 workers.
+divided by MNE read time, ``ratio_vs_mne_read_2_workers`` the same with 2 workers. With
+``--profile N``, one more 1-worker run goes through ``cProfile`` and its N functions of most
+own time are printed (to stderr) before the JSON line; that run is not timed.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import io
 import json
+import pstats
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -39,6 +46,9 @@ def best_of(repeats: int, fn) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--profile", type=int, default=0, metavar="N", help="print the top N of a profiled run"
+    )
     args = parser.parse_args()
 
     root = fetch("eeg")
@@ -96,6 +106,12 @@ def main() -> None:
     print(
         f"neurotrain shard, 2 workers:    {t_shard2:.2f} s ({mb / t_shard2:.0f} MB/s), ratio {t_shard2 / t_read:.2f}"
     )
+    if args.profile:
+        profile = cProfile.Profile()
+        profile.runcall(shard(1))
+        text = io.StringIO()
+        pstats.Stats(profile, stream=text).sort_stats("tottime").print_stats(args.profile)
+        print(text.getvalue(), file=sys.stderr)
     print(json.dumps(result))
 
 

@@ -185,16 +185,124 @@ def test_one_pass_edf_decode_equals_mne_reading_whole(tmp_path: Path) -> None:
     import mne
     import synthetic
 
-    from neurotrain.datamodules.sharding.readers.signals import _read_edf_scaled, _scales
+    from neurotrain.datamodules.sharding.readers.edf import read_edf_scaled
+    from neurotrain.datamodules.sharding.readers.signals import _scales
 
-    path = synthetic.write_edf(tmp_path / "x.edf", seconds=37.3, sfreq=128.0, events=[(1.0, "a")])
-    raw = mne.io.read_raw_edf(path, preload=False, verbose="error")
-    scales = _scales(raw.get_channel_types())
-    fast = _read_edf_scaled(raw, scales)
-    assert fast is not None, "the plain-EDF path was not taken"
-    ref = np.empty_like(fast)
-    np.multiply(raw.get_data(), scales[:, None], out=ref, casting="unsafe")
-    assert np.array_equal(fast.view(np.int32), ref.view(np.int32))  # bit for bit
+    for sfreq, seconds in ((128.0, 37.3), (200.0, 11.0), (256.0, 4.0)):
+        path = synthetic.write_edf(
+            tmp_path / f"x{sfreq:.0f}.edf", seconds=seconds, sfreq=sfreq, events=[(1.0, "a")]
+        )
+        raw = mne.io.read_raw_edf(path, preload=False, verbose="error")
+        scales = _scales(raw.get_channel_types())
+        fast = read_edf_scaled(path, raw, scales)
+        assert fast is not None, "the plain-EDF path was not taken"
+        ref = np.empty_like(fast)
+        np.multiply(raw.get_data(), scales[:, None], out=ref, casting="unsafe")
+        assert np.array_equal(fast.view(np.int32), ref.view(np.int32))  # bit for bit
     raw.pick(raw.ch_names[2:5])  # a contiguous subset still takes the fast path
-    sub = _read_edf_scaled(raw, scales[2:5])
+    sub = read_edf_scaled(path, raw, scales[2:5])
     assert sub is not None and np.array_equal(sub, ref[2:5])
+    raw.pick([raw.ch_names[0], raw.ch_names[2]])  # a gap between them: MNE reads it
+    assert read_edf_scaled(path, raw, scales[[2, 4]]) is None
+
+
+def test_one_pass_edf_decode_of_mv_and_mixed_rate_signals(tmp_path: Path) -> None:
+    """mV signals are scaled as MNE scales them; a signal at another rate leaves the file to MNE."""
+    import mne
+    from edfio import Edf, EdfSignal
+
+    from neurotrain.datamodules.sharding.readers.edf import read_edf_scaled
+    from neurotrain.datamodules.sharding.readers.signals import _scales
+
+    rng = np.random.default_rng(0)
+    sigs = [
+        EdfSignal(rng.normal(0, 0.05, 2560), 256, label=f"E{i}", physical_dimension="mV") for i in range(3)
+    ]
+    Edf(sigs).write(tmp_path / "mv.edf")
+    raw = mne.io.read_raw_edf(tmp_path / "mv.edf", preload=False, verbose="error")
+    scales = _scales(raw.get_channel_types())
+    fast = read_edf_scaled(tmp_path / "mv.edf", raw, scales)
+    ref = np.empty((3, 2560), np.float32)
+    np.multiply(raw.get_data(), scales[:, None], out=ref, casting="unsafe")
+    assert fast is not None and np.array_equal(fast.view(np.int32), ref.view(np.int32))
+    Edf([*sigs, EdfSignal(rng.normal(0, 1, 1280), 128, label="slow")]).write(tmp_path / "mixed.edf")
+    raw = mne.io.read_raw_edf(tmp_path / "mixed.edf", preload=False, verbose="error")
+    assert read_edf_scaled(tmp_path / "mixed.edf", raw, _scales(raw.get_channel_types())) is None
+
+
+def test_events_json_is_dumps_json_byte_for_byte() -> None:
+    from neurotrain.datamodules.io.files import dumps_json
+    from neurotrain.datamodules.sharding.samples import events_json
+
+    rng = np.random.default_rng(0)
+    cases: list[list[dict]] = [[], [{}], [{"onset": 0.0, "duration": 0.0, "label": "a"}]]
+    labels = ["face", 'é"quoted"\n', "tab\there", "\u2028", "BAD_x", "日本", "", "\\back"]
+    for _ in range(200):
+        cases.append(
+            [
+                {
+                    "onset": round(float(rng.uniform(-1, 70)), 6),
+                    "duration": float(rng.choice([0.0, -0.0, 1e-7, 1e300, 5e-324, rng.uniform(0, 9)])),
+                    "label": str(rng.choice(labels)),
+                    **({"image": "image.0.png", "stim_file": "x y.png"} if rng.random() < 0.3 else {}),
+                    **(
+                        {"n": int(rng.integers(-5, 5)), "ok": bool(rng.random() < 0.5), "none": None}
+                        if rng.random() < 0.2
+                        else {}
+                    ),
+                }
+                for _ in range(int(rng.integers(0, 6)))
+            ]
+        )
+    for events in cases:
+        assert events_json(events) == dumps_json(events).encode()
+    for odd in ([{"x": np.int64(3)}], [{"x": [1, 2]}], [{"x": {"y": 1}}]):
+        try:
+            want = dumps_json(odd).encode()
+        except TypeError:
+            with pytest.raises(TypeError):
+                events_json(odd)
+        else:
+            assert events_json(odd) == want
+    with pytest.raises(ValueError):
+        events_json([{"x": float("nan")}])
+
+
+def test_float16_cast_gives_the_bits_of_numpy_astype() -> None:
+    from neurotrain.datamodules.sharding.samples import _cast_float16
+
+    halves = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16)
+    halves = halves[np.isfinite(halves)].astype(np.float32)
+    mid = (halves[:-1].astype(np.float64) + halves[1:]) / 2  # the ties, and one float32 ulp either side
+    ties = mid.astype(np.float32)
+    near = np.concatenate(
+        [ties, np.nextafter(ties, np.float32(np.inf)), np.nextafter(ties, np.float32(-np.inf))]
+    )
+    rng = np.random.default_rng(0)
+    wide = (rng.standard_normal(200_000) * np.exp(rng.uniform(-30, 11, 200_000))).astype(np.float32)
+    values = np.concatenate([halves, near, wide])
+    values = values[np.abs(values) < 65504]
+    x = values[: (len(values) // 64) * 64].reshape(64, -1)[:, ::2]  # a strided view, as segments are
+    out = np.empty(x.shape, np.float16)
+    assert np.array_equal(_cast_float16(x, out).view(np.uint16), x.astype(np.float16).view(np.uint16))
+
+
+def _cast_a_segment() -> None:
+    from neurotrain.datamodules.sharding.samples import _cast_float16
+
+    x = np.ones((128, 15360), np.float32)
+    _cast_float16(x, np.empty(x.shape, np.float16))
+
+
+def test_float16_cast_leaves_forked_workers_able_to_cast() -> None:
+    """A cast in the main process must not start an OpenMP team: workers forked later would hang."""
+    import multiprocessing as mp
+
+    _cast_a_segment()  # a whole-segment torch copy here made the child below hang forever
+    child = mp.get_context("fork").Process(target=_cast_a_segment)
+    child.start()
+    child.join(60)
+    hung = child.is_alive()
+    if hung:
+        child.kill()
+    assert not hung and child.exitcode == 0

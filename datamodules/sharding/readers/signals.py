@@ -5,6 +5,11 @@ channel names, types, positions (metres, head frame) or NaN where a channel has 
 bad channels, and the events as (onset seconds, duration, label). Preprocessing (notch,
 band-pass, re-reference, resample) is applied here, in MNE, and recorded.
 
+A BIDS EEG/iEEG recording has its sidecars applied by ``readers.bids`` (what ``read_raw_bids``
+does, without its copies of the annotations), and through ``mne_bids.read_raw_bids`` whenever
+that does not reproduce it exactly. A plain EDF is decoded by ``readers.edf`` straight into
+float32 (no float64 copy of the recording); anything else is loaded by MNE.
+
 MNE only warns about some damaged files (an EDF whose header promises more records than the
 file holds is read "inferring from the file size"). Those warnings become errors here: a
 truncated recording must not be sharded as if it were whole.
@@ -28,7 +33,9 @@ import numpy as np
 
 from neurotrain.datamodules.format.channel_types import UNIT_SCALE
 from neurotrain.datamodules.sharding.options import ShardError, ShardOptions
+from neurotrain.datamodules.sharding.readers.bids import read_bids
 from neurotrain.datamodules.sharding.readers.checks import channel_mismatch, channels_tsv_problem, check_fif
+from neurotrain.datamodules.sharding.readers.edf import read_edf_scaled
 from neurotrain.datamodules.sharding.sources import SourceItem
 
 # MNE warnings that mean the file is damaged, not merely unusual.
@@ -65,16 +72,16 @@ def read_signal(item: SourceItem, options: ShardOptions) -> SignalRecording:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            raw = _read_raw(item)  # header only: picking before loading avoids copying the data
-            events = _events(raw)  # in seconds, so they survive resampling
+            raw, bids = _read_raw(item, options)  # header only: picking before loading avoids copies
+            events = _events(raw, bids)  # in seconds, so they survive resampling
             picks = options.channel_types or "data"
             try:
                 raw.pick(picks, exclude=[])
             except ValueError as exc:
                 raise ShardError(str(item.path), f"no channels of type {picks}: {exc}") from exc
             data = None
-            if not _wants_preprocessing(options):
-                data = _read_edf_scaled(raw, _scales(raw.get_channel_types()))
+            if item.fmt == "edf" and not _wants_preprocessing(options):
+                data = read_edf_scaled(Path(raw.filenames[0]), raw, _scales(raw.get_channel_types()))
             if data is None:
                 raw.load_data(verbose="warning")
         except ShardError:
@@ -128,104 +135,22 @@ def _wants_preprocessing(options: ShardOptions) -> bool:
     )
 
 
-_EDF_BLOCK_RECORDS = 32  # data records decoded per step (~2 MB of float64 for 128 ch x 256)
-
-
-def _read_edf_scaled(raw, scales: np.ndarray) -> np.ndarray | None:
-    """The picked channels of a plain 16-bit EDF, scaled to stored units, in one pass; or None.
-
-    Computes exactly what ``raw.load_data()`` followed by the float64 scaling into float32 gives
-    (the same float64 operations, in the same order, per sample: ``(int16 * cal + offset) *
-    gain * scale``), but a few data records at a time, so the whole recording never exists in
-    float64 (3 fewer passes over it and no 8-byte copy). It applies only to the common case: one
-    EDF file, picked channels stored side by side in each record at the full rate, no stim
-    channel, projector or compensation. Anything else, or any doubt (first and last records are
-    compared with MNE's own reading), returns None and the caller loads through MNE.
-    """
-    try:
-        from mne.io.edf.edf import RawEDF
-
-        if type(raw) is not RawEDF or len(raw._raw_extras) != 1 or len(raw.filenames) != 1:
-            return None
-        if raw._projector is not None or raw._comp is not None or raw.first_samp != 0:
-            return None
-        ex = raw._raw_extras[0]
-        if ex.get("subtype") != "edf" or np.dtype(ex["dtype_np"]) != np.dtype("<i2"):
-            return None
-        idx = np.asarray(raw._read_picks[0], dtype=np.int64)
-        n_samps = np.asarray(ex["n_samps"], dtype=np.int64)
-        buf = int(ex["max_samp"])
-        cols = np.asarray(ex["sel"], dtype=np.int64)[idx]
-        n_ch, n_times = len(idx), int(raw.n_times)
-        if (
-            n_ch == 0
-            or n_times == 0
-            or len(scales) != n_ch
-            or set(idx.tolist()) & set(ex["stim_channel_idxs"])
-        ):
-            return None
-        starts = np.concatenate([[0], np.cumsum(n_samps)])
-        if (
-            not (n_samps[cols] == buf).all()
-            or not (starts[cols] == starts[cols[0]] + buf * np.arange(n_ch)).all()
-        ):
-            return None
-        per_record = int(n_samps.sum())  # int16 values per data record, annotation channels included
-        n_rec = -(-n_times // buf)
-        path = Path(raw.filenames[0])
-        if path.stat().st_size < int(ex["data_offset"]) + 2 * per_record * n_rec:
-            return None  # truncated: let MNE read it (and warn)
-        cal = np.asarray(ex["cal"], dtype=np.float64)[idx][:, None, None]
-        offset = np.asarray(ex["offsets"], dtype=np.float64)[idx][:, None, None]
-        gain = np.asarray(ex["units"], dtype=np.float64)[idx][:, None, None]
-    except (AttributeError, KeyError, TypeError, ValueError, IndexError, ImportError):
-        return None  # another MNE version's internals: the general path
-    scale = scales[:, None, None]
-    first = int(starts[cols[0]])
-    out = np.empty((n_ch, n_times), dtype=np.float32)
-    records = np.empty((_EDF_BLOCK_RECORDS, per_record), dtype="<i2")
-    work = np.empty((n_ch, _EDF_BLOCK_RECORDS, buf), dtype=np.float64)
-    with open(path, "rb", buffering=0) as f:
-        f.seek(int(ex["data_offset"]))
-        for r0 in range(0, n_rec, _EDF_BLOCK_RECORDS):
-            nr = min(_EDF_BLOCK_RECORDS, n_rec - r0)
-            block = records[:nr]
-            if f.readinto(memoryview(block).cast("B")) != block.nbytes:
-                return None
-            x = block[:, first : first + n_ch * buf].reshape(nr, n_ch, buf).transpose(1, 0, 2)
-            w = work[:, :nr]
-            np.multiply(x, cal, out=w)
-            w += offset
-            w *= gain
-            a, b = r0 * buf, min(n_times, (r0 + nr) * buf)
-            if b - a == nr * buf:
-                np.multiply(w, scale, out=out[:, a:b].reshape(n_ch, nr, buf), casting="unsafe")
-            else:
-                np.multiply(
-                    w.reshape(n_ch, nr * buf)[:, : b - a], scale[:, :, 0], out=out[:, a:b], casting="unsafe"
-                )
-    # Cross-check against MNE's own reader where it is cheap: the first and last records.
-    k = min(n_times, 2 * buf)
-    for a in (0, n_times - k):
-        ref = np.empty((n_ch, k), dtype=np.float32)
-        np.multiply(raw.get_data(start=a, stop=a + k), scales[:, None], out=ref, casting="unsafe")
-        if not np.array_equal(ref.view(np.int32), out[:, a : a + k].view(np.int32)):
-            return None
-    return out
-
-
-def _read_raw(item: SourceItem):
+def _read_raw(item: SourceItem, options: ShardOptions) -> tuple[Any, tuple | None]:
+    """The recording opened without loading its data, and its BIDS events (None: its annotations)."""
     import mne
 
     if item.fmt == "fif":
         check_fif(item.path)
     if item.bids_root is not None:
-        return _read_raw_bids(item)
-    return mne.io.read_raw(str(item.path), preload=False, verbose="warning")
+        return _read_raw_bids(item, _wants_preprocessing(options))
+    return mne.io.read_raw(str(item.path), preload=False, verbose="warning"), None
 
 
-def _read_raw_bids(item: SourceItem):
-    """``read_raw_bids``, with a broken ``channels.tsv`` or another sidecar named as the cause."""
+def _read_raw_bids(item: SourceItem, set_annotations: bool) -> tuple[Any, tuple | None]:
+    """A BIDS recording with its sidecars applied (``readers.bids``, else ``read_raw_bids``).
+
+    A broken ``channels.tsv``, or another sidecar that mne-bids cannot apply, is named as the cause.
+    """
     import mne
     import mne_bids
 
@@ -235,8 +160,11 @@ def _read_raw_bids(item: SourceItem):
     tsv = Path(found) if found else None
     if tsv is not None and (problem := channels_tsv_problem(tsv)):
         raise ShardError(str(item.path), f"broken BIDS sidecar {tsv}: {problem}")
+    fast = read_bids(item.path, item.bids_root, set_annotations)
+    if fast is not None:
+        return fast
     try:
-        return mne_bids.read_raw_bids(bp, verbose="warning")
+        return mne_bids.read_raw_bids(bp, verbose="warning"), None
     except Exception as exc:
         try:  # is it the recording, or what mne-bids adds from the sidecars?
             raw = mne.io.read_raw(str(item.path), preload=False, verbose="error")
@@ -250,16 +178,23 @@ def _read_raw_bids(item: SourceItem):
         ) from exc
 
 
-def _events(raw) -> list[tuple[float, float, str]]:
-    """Annotations (or stim-channel events when there are none) in seconds from the data start."""
+def _events(raw, bids: tuple | None = None) -> list[tuple[float, float, str]]:
+    """Annotations (or stim-channel events when there are none) in seconds from the data start.
+
+    ``bids`` is ``(onset, duration, description, origin)`` of the BIDS events, as
+    ``raw.annotations`` would hold them after ``read_raw_bids``; None reads ``raw.annotations``.
+    """
     import mne
 
-    ann = raw.annotations
+    if bids is None:
+        ann = raw.annotations
+        bids = (ann.onset, ann.duration, ann.description, ann.orig_time)
+    onset, duration, description, origin = bids
     out: list[tuple[float, float, str]] = []
-    if len(ann):
-        idx = raw.time_as_index(ann.onset, use_rounding=True, origin=ann.orig_time)
+    if len(onset):
+        idx = raw.time_as_index(onset, use_rounding=True, origin=origin)
         sf = raw.info["sfreq"]
-        for i, dur, desc in zip(idx, ann.duration, ann.description, strict=True):
+        for i, dur, desc in zip(idx, duration, description, strict=True):
             if 0 <= i < raw.n_times:
                 out.append((float(i) / sf, float(dur), str(desc)))
         return out
