@@ -217,3 +217,51 @@ def test_killed_run_resumes_to_the_same_weights(eeg_shards: Path, tmp_path: Path
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+
+
+@pytest.fixture(scope="module")
+def nan_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tiny shards whose training subject's signal is all NaN (``on_corrupt: fail`` refuses it)."""
+    import numpy as np
+    from fixtures_datamodule import manifest, synthetic_shards
+
+    from neurotrain.datamodules.loading.tar_index import index_shard
+
+    data = synthetic_shards(
+        tmp_path_factory.mktemp("nan"), "nan", ["a", "b"], seconds=20.0, split_ratios=(0.5, 0.5, 0.0)
+    )
+    m = manifest(data)
+    train = set(m["splits"]["train"])
+    for entry in m["shards"]:
+        for seg in index_shard(data / entry["name"], 0, entry, verify=False):
+            if seg.meta.get("subject") in train:
+                with open(data / entry["name"], "r+b") as fh:
+                    fh.seek(seg.offset)
+                    fh.write(np.full(int(np.prod(seg.shape)), np.nan, seg.dtype).tobytes())
+    return data
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_corrupt_shard_in_fit_is_one_line_unless_verbose(
+    workers: int, nan_shards: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from neurotrain.datamodules.loading.tar_index import CorruptShardError
+
+    args = fit_args(
+        "eeg_pretrain",
+        nan_shards,
+        tmp_path,
+        "bad",
+        "--trainer.max_steps=2",
+        "--trainer.num_sanity_val_steps=0",
+        "--data.batch_size=4",
+        f"--data.num_workers={workers}",
+        "--data.worker_mode=processes",  # a worker's error comes back wrapped in its traceback
+    )
+    assert main(args) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    errors = [line for line in err if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: sample ") and "non-finite values" in errors[0]
+    assert not any("Traceback" in line for line in err)
+    with pytest.raises(CorruptShardError, match="non-finite values in signal"):
+        main([*args, "--verbose"])

@@ -250,3 +250,20 @@ def test_resumed_record_keeps_start_and_best(tmp_path: Path) -> None:
     assert after["started"] == before["started"] and after["duration_s"] > before["duration_s"]
     assert after["monitor"]["best"] <= before["monitor"]["best"]
     assert len(csv_column(run_dir, "val/loss")) == 1 + 1  # the crashed process's row is kept
+
+
+def test_csv_logger_drops_the_rows_a_resumed_fit_redoes(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    logger = csv_logger(run_dir)
+    for step in range(6):
+        logger.log_metrics({"train/loss": float(step), "epoch": step // 3}, step=step)
+    logger.log_metrics({"validate/batches": 1.0}, step=4)  # the throughput monitor's own counter
+    logger.save()
+    resumed = csv_logger(run_dir, resume=True)  # restored at global step 4: steps 4 and 5 are redone
+    assert resumed.drop_rows_from(4) == 2
+    assert csv_column(run_dir, "train/loss") == [(s, float(s)) for s in range(4)]
+    assert csv_column(run_dir, "validate/batches") == [(4, 1.0)]
+    resumed.log_metrics({"train/loss": 9.0, "epoch": 1}, step=4)
+    resumed.save()
+    assert csv_column(run_dir, "train/loss")[-1] == (4, 9.0)
+    assert (run_dir / "metrics.csv").read_text().count("epoch,") == 1

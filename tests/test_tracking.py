@@ -19,6 +19,7 @@ from test_fit import CLI, fit_args
 from neurotrain.train.cli import main
 from neurotrain.train.run.lightning_cli import build_cli
 from neurotrain.train.tracking.run_folder import read_summary
+from neurotrain.train.tracking.sync import find_offline_runs, offline_run_id
 from neurotrain.train.tracking.wandb_run import (
     TrackingError,
     WandbRunTracker,
@@ -322,3 +323,38 @@ def test_file_artifact_copies_the_best_checkpoint(tmp_path: Path, monkeypatch: p
     assert leet_summary(tmp_path / "run")["summary"]["best/valid_loss"] == pytest.approx(
         float(trainer.checkpoint_callback.best_model_score)
     )
+
+
+def test_wandb_logger_continues_a_recorded_run_id(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    for value in (1.0, 2.0):  # a run and its resume, as two W&B runs of one id
+        logger = wandb_logger(tmp_path, mode="offline", name="again", run_id="fixedid123")
+        assert logger.experiment.id == "fixedid123"
+        logger.log_metrics({"x": value}, step=int(value))
+        logger.finalize("success")
+    parts = wandb_runs(tmp_path)
+    assert len(parts) == 2 and {offline_run_id(p) for p in parts} == {"fixedid123"}
+
+
+def test_sync_lists_the_parts_of_a_resumed_run_and_skips_empty_ones(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wandb = tmp_path / "run" / "wandb"
+    folders = {
+        "offline-run-20260101_000000-abc": ("abc", 7),  # killed before W&B's first write: header only
+        "offline-run-20260101_000100-abc": ("abc", 100),
+        "offline-run-20260101_000200-abc": ("abc", 100),
+        "offline-run-20260101_000200-abc-1": ("abc", 100),  # a second start within the same second
+        "offline-run-20260101_000300-xyz": ("xyz", 100),
+    }
+    for name, (run_id, size) in folders.items():
+        (wandb / name).mkdir(parents=True)
+        (wandb / name / f"run-{run_id}.wandb").write_bytes(b"x" * size)
+    runs = find_offline_runs(tmp_path)
+    assert [r.name for r in runs] == sorted(folders)[1:]
+    assert main(["sync", str(tmp_path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    for i, name in enumerate(sorted(folders)[1:4]):
+        assert f"{wandb / name}  (run abc, part {i + 1} of 3: resumed)" in out
+    assert f"{wandb / 'offline-run-20260101_000300-xyz'}\n" in out
+    assert "offline-run-20260101_000000-abc " not in out and "000000-abc\n" not in out

@@ -19,16 +19,14 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import threading
 import time
 from types import FrameType
 
-from neurotrain.datamodules.io.processes import pid_alive
+from neurotrain.datamodules.io.processes import pid_alive, signal_on_parent_death
 from neurotrain.datamodules.sharding.writer import remove_own_temp
 
 ORPHANED_EXIT = 3  # exit status of a worker that ended because its run had died
-_PR_SET_PDEATHSIG = 1
 _parent: int | None = None  # the pid of the run that started this worker (None: not a worker)
 
 
@@ -36,16 +34,8 @@ def init_worker(parent: int) -> None:
     """Pool initializer: end this worker when ``parent`` (the main ``shard`` process) dies."""
     global _parent
     _parent = parent
-    armed = False
-    if sys.platform.startswith("linux"):
-        signal.signal(signal.SIGTERM, _on_parent_death)
-        try:
-            import ctypes
-
-            armed = ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM)) == 0
-        except (OSError, AttributeError):
-            armed = False
-    if not armed:
+    signal.signal(signal.SIGTERM, _on_parent_death)
+    if not signal_on_parent_death(signal.SIGTERM):
         threading.Thread(target=_watch_parent, name="shard-parent-watch", daemon=True).start()
     exit_if_orphaned()  # the parent died before the signal was armed
 

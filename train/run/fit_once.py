@@ -5,9 +5,12 @@
     last = fit_once(runs, "finetune", cfg)
 
 A run folder whose ``summary.json`` says ``finished`` and that holds ``last.ckpt`` is kept as is;
-one with a ``last.ckpt`` but no finish continues from it (``ckpt_path``); otherwise the fit
-starts. ``last.ckpt`` is refreshed every ``checkpoint_every_n_steps`` optimizer steps, so an
-interrupted chain loses at most that much work when re-run.
+one with a checkpoint but no finish continues from it (``ckpt_path``: its ``last.ckpt``, else its
+newest checkpoint); otherwise the fit starts (a folder whose run died before its first checkpoint
+is started over, see `neurotrain.train.tracking.run_lock`). ``last.ckpt`` is refreshed every
+``checkpoint_every_n_steps`` optimizer steps and at each epoch end, so an interrupted chain loses
+at most that much work when re-run. A folder another process is running is refused
+(`RunFolderBusy`, raised).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from jsonargparse import Namespace
 def fit_once(runs: Path, name: str, config: Namespace, checkpoint_every_n_steps: int = 50) -> Path:
     """Run (or resume, or skip) the fit ``config`` as run ``name`` under ``runs``; its last.ckpt."""
     from neurotrain.train.run.lightning_cli import build_cli
-    from neurotrain.train.tracking.run_folder import read_summary
+    from neurotrain.train.tracking.run_folder import read_summary, resume_checkpoint
 
     run = runs / name
     last = run / "checkpoints" / "last.ckpt"
@@ -33,9 +36,10 @@ def fit_once(runs: Path, name: str, config: Namespace, checkpoint_every_n_steps:
     cfg["trainer.default_root_dir"] = str(runs)
     cfg["run_name"] = name
     cfg["checkpoint_every_n_steps"] = checkpoint_every_n_steps
-    if last.exists():
-        say(f"      {name}: resuming from {last}")
-        cfg["ckpt_path"] = str(last)
+    resume = resume_checkpoint(run)
+    if resume is not None:
+        say(f"      {name}: resuming from {resume}")
+        cfg["ckpt_path"] = str(resume)
     build_cli(cfg)
     return last
 

@@ -10,7 +10,12 @@ overrides (what W&B sweeps pass) configure a run with no glue::
 
 Each run lives in ``<trainer.default_root_dir>/<run_name>/`` (default root ``checkpoints``):
 ``config.yaml`` (the resolved config), ``metrics.csv``, and ``checkpoints/`` with the best-k
-and ``last.ckpt``, each self-describing (see ``train/run/callbacks.py``).
+and ``last.ckpt``, each self-describing (see ``train/run/callbacks.py``). One live process runs in
+a run folder (a lock, ``train/tracking/run_lock.py``): a second run of the same name is refused
+while the first lives, and a ``fit`` into a folder that holds checkpoints is refused unless it
+continues them (``--ckpt_path last``). A resumed fit validates an epoch whose validation the
+interruption skipped and goes on in the same W&B run. Data, checkpoint, tracking and run-folder
+errors print ``error: <message>`` and exit 2 (``--verbose``: the traceback).
 
 Every fit/validate/test is also a W&B run (``train/tracking/wandb_run.py``), online when logged in and offline
 otherwise (``WANDB_MODE`` wins; ``disabled`` attaches none), with its files in ``<run>/wandb/``; and
@@ -24,6 +29,7 @@ validations draw figures into ``<run>/media/`` (``train/run/media.py``)::
 from __future__ import annotations
 
 import importlib
+import os
 import re
 import sys
 import time
@@ -33,20 +39,30 @@ from typing import Any, Literal
 
 import pytorch_lightning as pl
 import yaml
-from jsonargparse import Namespace
+from jsonargparse import ActionYesNo, Namespace
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.strategies import DeepSpeedStrategy
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from neurotrain.datamodules.format.manifest import ManifestError
 from neurotrain.datamodules.loading.datamodule import ShardDataModule
+from neurotrain.datamodules.loading.tar_index import CorruptShardError
+from neurotrain.models.checkpoint_io import CheckpointError, check_checkpoint
 from neurotrain.models.metric_names import metric_mode
 from neurotrain.train.run import strategies
-from neurotrain.train.run.callbacks import CheckpointMetadata, throughput_monitor
+from neurotrain.train.run.callbacks import (
+    CheckpointMetadata,
+    FinalValidation,
+    ResumeCheckpoint,
+    throughput_monitor,
+)
 from neurotrain.train.run.media import ValidationMedia
 from neurotrain.train.tracking import wandb_run as tracking
 from neurotrain.train.tracking.csv_logger import csv_logger
 from neurotrain.train.tracking.provenance import git_info, package_versions
+from neurotrain.train.tracking.run_folder import RunFolderError, read_summary
+from neurotrain.train.tracking.run_lock import RunLock, claim_run_folder
 from neurotrain.train.tracking.run_record import RunRecord
 from neurotrain.train.tracking.wandb_server import WandbMode, resolve_mode
 
@@ -56,6 +72,12 @@ DEFAULT_ROOT = "checkpoints"
 
 class NeurotrainCLI(LightningCLI):
     """LightningCLI with a run folder per run, checkpoints, throughput and fine-tuning normalisation."""
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        # ``--verbose`` is ours on every subcommand (full tracebacks of errors); the ``verbose`` of
+        # Trainer.validate/test (print the results) is left at its default, on.
+        return {name: {*skip, "verbose"} for name, skip in LightningCLI.subcommands().items()}
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument(
@@ -97,6 +119,18 @@ class NeurotrainCLI(LightningCLI):
             help="validation figures every N validations (0: none)",
         )
         parser.add_argument("--media_examples", type=int, default=2, help="reconstruction examples drawn")
+        parser.add_argument(
+            "--verbose",
+            action=ActionYesNo,
+            default=False,
+            help="show the full traceback of data, checkpoint, tracking and run-folder errors "
+            "(default: a one-line 'error: ...' and exit code 2)",
+        )
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        super().parse_arguments(parser, args)
+        # Before Lightning reads the checkpoint's hyperparameters and before anything is built.
+        _check_ckpt_path(self.config)
 
     def before_instantiate_classes(self) -> None:
         # ``init_from`` may name a W&B artifact; the model needs a local file, so fetch it first.
@@ -108,6 +142,14 @@ class NeurotrainCLI(LightningCLI):
             root = Path(cfg.get("trainer.default_root_dir") or DEFAULT_ROOT) / "artifacts"
             cfg["model.init_args.init_from"] = tracking.resolve_init_from(value, root, self.wandb_mode)
             self.init_artifact = value.removeprefix(tracking.WANDB_PREFIX)
+        init_from = cfg.get("model.init_args.init_from")
+        if (
+            isinstance(init_from, str)
+            and Path(init_from).is_file()
+            and not init_from.endswith(".safetensors")
+        ):
+            # the model loads it weights-only; checked here so a refusal is one line, not a parser error
+            check_checkpoint(init_from)
 
     def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
@@ -116,7 +158,7 @@ class NeurotrainCLI(LightningCLI):
         root = Path(trainer_cfg.get("default_root_dir") or DEFAULT_ROOT)
         self.run_name = cfg.get("run_name") or _default_run_name(cfg)
         self.run_dir = root / self.run_name
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.resume = resume = self._claim_run_folder(cfg)
         monitor = cfg.get("monitor") or getattr(self.model, "monitor", "val/loss")
         mode = getattr(self.model, "monitor_mode", "min") if not cfg.get("monitor") else metric_mode(monitor)
         every = cfg.get("checkpoint_every_n_steps")
@@ -128,19 +170,18 @@ class NeurotrainCLI(LightningCLI):
                 monitor=monitor,
                 mode=mode,
                 save_top_k=cfg.get("save_top_k", 2),
-                save_last=not every,
+                save_last=False,  # ResumeCheckpoint keeps last.ckpt
             ),
+            # last.ckpt at each epoch end and, with checkpoint_every_n_steps, every N optimizer steps
+            # (never between a step and the validation due after it)
+            ResumeCheckpoint(ckpt_dir, every_n_train_steps=every),
+            FinalValidation(),
             CheckpointMetadata(),
             throughput_monitor(
                 getattr(getattr(self.model, "encoder", None), "patch_size", None),
                 cfg.get("throughput_window", 20),
             ),
         ]
-        if every:  # mid-epoch resume points: last.ckpt refreshed every N optimizer steps
-            callbacks.append(
-                ModelCheckpoint(dirpath=ckpt_dir, every_n_train_steps=every, save_top_k=0, save_last=True)
-            )
-        resume = bool(cfg.get("ckpt_path"))
         job_type = "eval" if self.subcommand in ("validate", "test", "predict") else self.model.job_type
         parent = tracking.parent_run_info(getattr(self.model, "hparams", {}).get("init_from"))
         if self.init_artifact:
@@ -189,6 +230,7 @@ class NeurotrainCLI(LightningCLI):
                         mode=mode,
                         artifact=cfg.get("wandb_artifact", "auto"),
                         use_artifact=self.init_artifact,
+                        **self._recorded_best(monitor),
                     )
                 )
         existing = trainer_cfg.get("callbacks") or []
@@ -200,6 +242,36 @@ class NeurotrainCLI(LightningCLI):
             batch = getattr(getattr(self.datamodule, "hparams", {}), "get", lambda *_: None)("batch_size")
             trainer.strategy.config.setdefault("train_micro_batch_size_per_gpu", batch or 1)
         return trainer
+
+    def _claim_run_folder(self, cfg: Any) -> bool:
+        """Lock the run folder for this run (global rank zero) and say whether the run resumes it.
+
+        See `neurotrain.train.tracking.run_lock`: a folder a live run holds is refused; a ``fit``
+        without a checkpoint to continue from is refused where checkpoints exist (pass
+        ``--ckpt_path last`` or choose another ``--run_name``), and started over with a warning
+        where the old run left none. ``build_cli`` releases the lock when the run ends.
+        """
+        ckpt_path = cfg.get("ckpt_path")
+        if not _is_global_rank_zero():  # rank zero holds the lock and writes the record
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            return bool(ckpt_path)
+        lock, resume = claim_run_folder(
+            self.run_dir, fit=self.subcommand == "fit", ckpt_path=str(ckpt_path) if ckpt_path else None
+        )
+        _HELD_LOCKS.append(lock)
+        return resume
+
+    def _resumed_fit(self) -> bool:
+        return self.subcommand == "fit" and getattr(self, "resume", False)
+
+    def _recorded_best(self, monitor: str) -> dict[str, Any]:
+        """The best monitored value the resumed run recorded, for the W&B summary to go on from."""
+        if not self._resumed_fit():
+            return {}
+        recorded = (read_summary(self.run_dir) or {}).get("monitor") or {}
+        if recorded.get("name") != monitor or recorded.get("best") is None:
+            return {}
+        return {"best": recorded["best"], "best_step": recorded.get("best_step")}
 
     def _wandb_logger(self, cfg: Any, job_type: str) -> tracking.RunWandbLogger:
         if self.wandb_mode == "offline":
@@ -213,6 +285,8 @@ class NeurotrainCLI(LightningCLI):
             group=cfg.get("group"),
             tags=cfg.get("tags") or [],
             job_type=job_type,
+            # a resumed fit goes on in the W&B run its summary.json recorded
+            run_id=tracking.recorded_run_id(self.run_dir) if self._resumed_fit() else None,
         )
 
     def _resolved_config(self, cfg: Any) -> dict[str, Any]:
@@ -220,21 +294,70 @@ class NeurotrainCLI(LightningCLI):
         return yaml.safe_load(self._parser(self.subcommand).dump(cfg, skip_none=False)) or {}
 
     def before_fit(self) -> None:
+        self._check_resolved_ckpt_path()
         _share_normalization(self.model, self.datamodule)
+
+    def _check_resolved_ckpt_path(self) -> None:
+        """``--ckpt_path last|hpc`` name files only the trainer can find: check each candidate."""
+        value = self.config[self.subcommand].get("ckpt_path") if self.subcommand else None
+        candidates: set[Path] = set()
+        if value == "last":  # Lightning picks the newest last*.ckpt of a ModelCheckpoint's folder
+            for cb in self.trainer.checkpoint_callbacks:
+                if isinstance(cb, ModelCheckpoint) and cb.dirpath:
+                    candidates |= set(Path(cb.dirpath).glob(f"{cb.CHECKPOINT_NAME_LAST}*{cb.FILE_EXTENSION}"))
+        elif value == "hpc":
+            candidates |= set(Path(self.trainer.default_root_dir).glob("hpc_ckpt_*.ckpt"))
+        for path in sorted(candidates):
+            check_checkpoint(path)
 
     before_validate = before_test = before_predict = before_fit
 
 
 def run_lightning(argv: list[str]) -> int:
-    """Run one LightningCLI subcommand with ``argv`` (``["fit", "--config", …]``); exit code."""
+    """Run one LightningCLI subcommand with ``argv`` (``["fit", "--config", …]``); exit code.
+
+    The errors a user can act on (`_USER_ERRORS`) end the command with ``error: <message>`` on
+    one line and exit code 2; ``--verbose`` raises them instead, with the full traceback.
+    """
     try:
         build_cli(argv)
-    except (tracking.TrackingError, ManifestError) as exc:
-        # e.g. a W&B artifact named while offline, a dataset of an unknown manifest schema:
-        # a message, not a traceback
-        print(f"error: {exc}", file=sys.stderr)
+    except _USER_ERRORS as exc:
+        # e.g. a W&B artifact named while offline, a dataset of an unknown manifest schema, a
+        # checkpoint that is not weights-only, a corrupt shard, a run folder in use: a message,
+        # not a traceback
+        if _verbose(argv):
+            raise
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 2
     return 0
+
+
+_USER_ERRORS = (tracking.TrackingError, ManifestError, CheckpointError, CorruptShardError, RunFolderError)
+
+
+def _verbose(argv: list[str]) -> bool:
+    """``--verbose`` on the command line (the last of ``--verbose`` and ``--no_verbose`` wins)."""
+    flags = [arg for arg in argv if arg in ("--verbose", "--no_verbose")]
+    return bool(flags) and flags[-1] == "--verbose"
+
+
+def _one_line(exc: BaseException) -> str:
+    """The message of ``exc`` on one line; for an error re-raised from a DataLoader worker (its
+    message then holds the worker's traceback), the original message."""
+    text = str(exc).strip()
+    if "Original Traceback" in text:
+        last = text.splitlines()[-1].strip()
+        prefix = f"{type(exc).__name__}: "
+        text = last.split(prefix, 1)[1] if prefix in last else last
+    return " ".join(text.split("\n"))
+
+
+_HELD_LOCKS: list[RunLock] = []  # run-folder locks taken by the CLIs `build_cli` is running
+
+
+def _is_global_rank_zero() -> bool:
+    """The process that writes a run's record: global rank zero, on node zero (set before launch)."""
+    return rank_zero_only.rank == 0 and os.environ.get("NODE_RANK", "0") in ("", "0")
 
 
 def build_cli(args: list[str] | Namespace) -> NeurotrainCLI:
@@ -246,18 +369,23 @@ def build_cli(args: list[str] | Namespace) -> NeurotrainCLI:
     if isinstance(args, Namespace):
         args = Namespace(subcommand="fit", fit=args)
     strategies.register_strategies()
-    with warnings.catch_warnings():
-        # Called from Python (quickstart, tests) argv is not sys.argv, which LightningCLI warns about.
-        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-        return NeurotrainCLI(
-            model_class=pl.LightningModule,
-            subclass_mode_model=True,
-            datamodule_class=ShardDataModule,
-            args=args,
-            save_config_kwargs={"overwrite": True},
-            parser_kwargs={"prog": "neurotrain", "default_env": False},
-            auto_configure_optimizers=False,
-        )
+    held = len(_HELD_LOCKS)
+    try:
+        with warnings.catch_warnings():
+            # Called from Python (quickstart, tests) argv is not sys.argv, which LightningCLI warns about.
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+            return NeurotrainCLI(
+                model_class=pl.LightningModule,
+                subclass_mode_model=True,
+                datamodule_class=ShardDataModule,
+                args=args,
+                save_config_kwargs={"overwrite": True},
+                parser_kwargs={"prog": "neurotrain", "default_env": False},
+                auto_configure_optimizers=False,
+            )
+    finally:  # the run is over (or never started): its folder is free again
+        while len(_HELD_LOCKS) > held:
+            _HELD_LOCKS.pop().release()
 
 
 class _ConfigOnly(NeurotrainCLI):
@@ -307,6 +435,40 @@ def model_class(config: Namespace) -> type | None:
 def parse_config(argv: list[str]) -> dict[str, Any]:
     """`load_config` as nested dicts (``cfg["data"]["datasets"]``, ...)."""
     return load_config(argv).as_dict()
+
+
+def _check_ckpt_path(config: Namespace) -> None:
+    """``--ckpt_path`` is loaded weights-only, and checked before Lightning or DeepSpeed open it.
+
+    ``weights_only`` is set to True for Lightning; a user-given ``--weights_only false`` is refused
+    (``CheckpointError``): silently changing it would hide that full unpickling was asked for and
+    is never done. A file, or a DeepSpeed checkpoint directory (which DeepSpeed reads with full
+    unpickling), is checked with ``models.checkpoint_io.check_checkpoint``. The keywords ``last``
+    and ``hpc`` are checked once the trainer knows their files (``before_fit``); a URL is left to
+    Lightning, which reads it with ``weights_only=True``.
+    """
+    subcommand = config.get("subcommand")
+    if not subcommand or subcommand not in COMMANDS:
+        return
+    cfg = config[subcommand]
+    if cfg.get("weights_only") is False:
+        raise CheckpointError(
+            "--weights_only false: neurotrain loads checkpoints weights-only (tensors, plain types and "
+            "an allow-list), never with full unpickling; leave --weights_only unset"
+        )
+    if "weights_only" in cfg:  # a Trainer method argument since Lightning 2.5
+        cfg["weights_only"] = True
+    value = cfg.get("ckpt_path")
+    keyword = str(value) in _CKPT_KEYWORDS or str(value).startswith("registry:")
+    if not value or keyword or "://" in str(value):
+        return
+    try:
+        check_checkpoint(value)
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"--ckpt_path {value}: {exc}") from None
+
+
+_CKPT_KEYWORDS = ("last", "hpc", "best", "registry")  # Lightning's special ckpt_path values
 
 
 def _default_run_name(cfg: Any) -> str:

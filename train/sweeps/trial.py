@@ -28,7 +28,7 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 
-from neurotrain.datamodules.io.processes import pid_alive
+from neurotrain.datamodules.io.processes import pid_alive, signal_on_parent_death
 from neurotrain.train.sweeps.schema import ROOT_KEY, SweepSpec
 
 TRIAL_ENV = "NEUROTRAIN_SWEEP_TRIAL"
@@ -207,13 +207,5 @@ def die_with_parent(parent: int) -> None:
     """
     if not pid_alive(parent):  # orphaned while starting up
         os._exit(ORPHANED_EXIT)
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
-
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            return
-        if not pid_alive(parent):  # died before the signal was armed
-            os._exit(ORPHANED_EXIT)
+    if signal_on_parent_death() and not pid_alive(parent):  # died before the signal was armed
+        os._exit(ORPHANED_EXIT)

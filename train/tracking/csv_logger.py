@@ -13,11 +13,16 @@ file is moved aside while the writer is created and put back right after, with i
 given to the writer (``metrics_keys``), so new rows append to it and a new column rewrites the
 header once; a kill between the two renames leaves ``.metrics.csv.resume``, which the next
 resume picks up. Without resume an old file is replaced, said in one warning.
+
+A resumed fit redoes the steps after its checkpoint, which the killed process may already have
+written; `RunCSVLogger.drop_rows_from` (called by `RunRecord` once the checkpoint is restored)
+removes those rows first, so every step has one row.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import os
 import warnings
 from pathlib import Path
@@ -26,9 +31,10 @@ from typing import Any
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.utilities.rank_zero import rank_zero_only, rank_zero_warn
 
-from neurotrain.train.tracking.run_folder import METRICS_FILE
+from neurotrain.datamodules.io.files import atomic_write_text
+from neurotrain.train.tracking.run_folder import METRICS_ASIDE_FILE, METRICS_FILE
 
-_ASIDE = ".metrics.csv.resume"
+_ASIDE = METRICS_ASIDE_FILE
 _STOCK_WARNING = r"Experiment logs directory .* exists and is not empty"
 
 
@@ -88,3 +94,33 @@ class RunCSVLogger(CSVLogger):
             os.replace(aside, path)
             # New columns merge with these; the writer rewrites the header when they appear.
             writer.metrics_keys = sorted(header)
+
+    @rank_zero_only
+    def drop_rows_from(self, step: int) -> int:
+        """Remove the saved rows of training epochs stamped ``step`` or later; how many were removed.
+
+        Rows without an epoch (Lightning's throughput monitor stamps validation rows with its own
+        counter) are kept. Call it before this process saves rows of its own.
+        """
+        path = Path(self.log_dir) / METRICS_FILE
+        if not path.is_file():
+            return 0
+        with open(path, newline="") as fh:
+            reader = csv.DictReader(fh)
+            fields, rows = reader.fieldnames or [], list(reader)
+        kept = [row for row in rows if not _at_or_after(row, step)]
+        if len(kept) == len(rows):
+            return 0
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(kept)
+        atomic_write_text(path, out.getvalue())
+        return len(rows) - len(kept)
+
+
+def _at_or_after(row: dict[str, str], step: int) -> bool:
+    try:
+        return row.get("epoch") not in (None, "") and int(float(row.get("step") or "")) >= step
+    except ValueError:
+        return False

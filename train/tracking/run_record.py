@@ -70,7 +70,9 @@ class RunRecord(Callback):
         extra: any JSON-able provenance (dataset names, manifest hashes) stored as ``extra``.
         heartbeat_s: the least time between two heartbeat writes during training batches.
         resume: continue the record of an earlier process in ``run_dir`` (resuming from its checkpoint):
-            its start time, duration and best value carry over, and ``resumes`` counts the restarts.
+            its start time, duration and best value carry over, ``resumes`` counts the restarts, and
+            when the fit restored a checkpoint, the ``metrics.csv`` rows of the steps it redoes (at
+            or after the restored step) are dropped when training starts.
     """
 
     def __init__(
@@ -153,6 +155,14 @@ class RunRecord(Callback):
         )
         self._fill_sweep(s["wandb"])
         self._write(trainer)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # The checkpoint is restored now: rows a killed process wrote after it are redone.
+        if not trainer.is_global_zero or not self.resume or not trainer.ckpt_path:
+            return
+        for logger in trainer.loggers:
+            if isinstance(logger, RunCSVLogger):
+                logger.drop_rows_from(trainer.global_step)
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args: Any, **kwargs: Any) -> None:
         self._heartbeat(trainer)
@@ -260,13 +270,14 @@ def find_run_record(trainer: pl.Trainer) -> RunRecord | None:
 
 
 def _checkpoint_paths(trainer: pl.Trainer) -> dict[str, str | None] | None:
-    """Best and last checkpoint files of the trainer's (first) ModelCheckpoint, when it has one."""
+    """The best checkpoint of the trainer's first ModelCheckpoint, and the last one any of them saved."""
     ckpt = trainer.checkpoint_callback
     if ckpt is None:
         return None
+    last = (getattr(cb, "last_model_path", None) for cb in [ckpt, *trainer.checkpoint_callbacks])
     return {
         "best": getattr(ckpt, "best_model_path", None) or None,
-        "last": getattr(ckpt, "last_model_path", None) or None,
+        "last": next((path for path in last if path), None),
     }
 
 

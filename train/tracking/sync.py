@@ -8,6 +8,13 @@ W&B keeps an offline run as ``wandb/offline-run-<time>-<id>/run-<id>.wandb``; ``
 it uploaded with ``run-<id>.wandb.synced``, and those are skipped unless ``--include-synced``. The W&B
 server is probed first (a few seconds at most) and the upload has a time limit, so without a network
 the command fails with a message instead of hanging; the runs stay on disk for a later try.
+
+A resumed fit continues its W&B run offline in a second folder with the same id (one per process,
+the later ones marked ``resume``). Every unsynced part goes to one ``wandb sync`` call, which
+uploads the parts of one id in order of start time into that one run; a part uploaded earlier
+stays out (a later part resumes the run on the server). The listing says which parts belong to
+one run. A part that holds no record (its process was killed before W&B's first write, which
+comes every 15 s) is left out: there is nothing in it to upload.
 """
 
 from __future__ import annotations
@@ -20,18 +27,49 @@ from pathlib import Path
 
 from neurotrain.train.tracking.wandb_server import probe, server_url
 
+_HEADER_BYTES = 7  # a .wandb transaction log that holds its header and no record
+
 
 def find_offline_runs(folder: str | Path, include_synced: bool = False) -> list[Path]:
-    """The ``offline-run-*`` folders under ``folder`` (recursively) that hold a ``.wandb`` file."""
+    """The ``offline-run-*`` folders under ``folder`` (recursively) that hold a ``.wandb`` file.
+
+    Sorted by folder name, which is the start time within one ``wandb/`` folder, so the parts of a
+    resumed run come in the order they were written.
+    """
     runs = []
     for path in sorted(Path(folder).rglob("offline-run-*")):
         files = list(path.glob("run-*.wandb")) if path.is_dir() else []
+        files = [f for f in files if f.stat().st_size > _HEADER_BYTES]
         if not files:
             continue
         synced = all(f.with_name(f.name + ".synced").exists() for f in files)
         if include_synced or not synced:
             runs.append(path)
     return runs
+
+
+def offline_run_id(path: Path) -> str:
+    """The W&B run id of an ``offline-run-*`` folder: the name of its ``run-<id>.wandb`` log (the
+    folder name may end in a counter when two runs of one id start within a second)."""
+    log = next(iter(sorted(path.glob("run-*.wandb"))), None)
+    return log.stem.removeprefix("run-") if log else path.name.split("-", 3)[-1]
+
+
+def describe_runs(runs: Sequence[Path]) -> list[str]:
+    """One line per folder; the parts of a resumed run (one id, several folders) say so."""
+    parts: dict[tuple[Path, str], list[Path]] = {}
+    for run in runs:
+        parts.setdefault((run.parent, offline_run_id(run)), []).append(run)
+    lines = []
+    for run in runs:
+        group = parts[(run.parent, offline_run_id(run))]
+        note = (
+            f"  (run {offline_run_id(run)}, part {group.index(run) + 1} of {len(group)}: resumed)"
+            if len(group) > 1
+            else ""
+        )
+        lines.append(f"  {run}{note}")
+    return lines
 
 
 def sync_runs(
@@ -90,8 +128,8 @@ def _sync(args: argparse.Namespace) -> int:
         print(f"no offline W&B runs to upload under {args.folder}")
         return 0
     print(f"{len(runs)} offline W&B run(s) to upload:")
-    for run in runs:
-        print(f"  {run}")
+    for line in describe_runs(runs):
+        print(line)
     if args.dry_run:
         print("would run: " + " ".join(_wandb_command(runs, args.project, args.entity)))
         return 0

@@ -11,6 +11,8 @@ Offline is first-class: the run is written under ``<run_dir>/wandb/offline-run-*
 one line says how to upload it (``neurotrain sync <run_dir>``), and ``WANDB_MODE=disabled`` attaches no
 W&B logger at all (the local run folder is still complete). Only global rank zero creates a run:
 Lightning's ``rank_zero_experiment`` gives other ranks a dummy, and the tracker acts on rank zero only.
+A resumed fit continues the W&B run whose id its ``summary.json`` recorded (``run_id``), online or
+offline, so one run holds the whole history.
 
 The best checkpoint becomes a ``model`` artifact at the end of fit: ``file`` uploads it, ``reference``
 records a ``file://`` reference (checksum and path, no copy), ``auto`` (default) means ``file`` online,
@@ -56,12 +58,20 @@ def wandb_logger(
     group: str | None = None,
     tags: list[str] | None = None,
     job_type: str | None = None,
+    run_id: str | None = None,
 ) -> RunWandbLogger:
     """A WandbLogger writing into ``<run_dir>/wandb``, its run started now on global rank zero.
 
     The run is created here with ``wandb.init`` (rank zero only; other ranks get Lightning's dummy
     experiment) and handed to the logger, so an online start that fails (no network, bad key,
     server down) can fall back to offline with a warning instead of stopping the training.
+
+    ``run_id`` continues that W&B run (``resume="allow"``: the same run when it exists, a new one
+    with that id otherwise), as a resumed fit does with the id its ``summary.json`` recorded.
+    Online the history goes on in the same run. Offline, W&B 0.31 writes each process into its own
+    ``wandb/offline-run-<time>-<id>`` folder, the later ones marked ``resume``; ``wandb sync`` (and
+    ``neurotrain sync``, which passes every unsynced part together) uploads the parts of one id in
+    order of start time into that one run.
     """
     kwargs: dict[str, Any] = {
         "dir": str(run_dir),
@@ -72,31 +82,59 @@ def wandb_logger(
         "tags": list(tags or []) or None,
         "job_type": job_type,
     }
+    if run_id:
+        kwargs.update(id=run_id, resume="allow")
     run, started = None, mode
     if rank_zero_only.rank == 0:
         run, started = _start_run(Path(run_dir), mode, kwargs)
-    names = {k: v for k, v in kwargs.items() if k != "dir"}
+    names = {k: v for k, v in kwargs.items() if k not in ("dir", "id", "resume")}
     return RunWandbLogger(mode=started, experiment=run, save_dir=str(run_dir), **names)
 
 
 def _start_run(run_dir: Path, mode: WandbMode, kwargs: dict[str, Any]) -> tuple[Any, WandbMode]:
     """``wandb.init`` in ``mode``; an online start that fails is retried offline (said once)."""
-    import wandb
-
     run = None
     if mode == "online":
         try:
-            run = wandb.init(mode="online", settings=_settings(offline=False), **kwargs)
+            run = _init("online", kwargs)
         except Exception as exc:  # no network, bad key, server down: keep training, offline
             rank_zero_warn(f"W&B online start failed ({type(exc).__name__}: {exc}); logging offline instead")
             print_offline_hint(run_dir)
             mode = "offline"
     if run is None:
-        run = wandb.init(mode="offline", settings=_settings(offline=True), **kwargs)
+        try:
+            run = _init("offline", kwargs)
+        except Exception as exc:
+            if not _id_in_use(exc):
+                raise
+            rank_zero_warn(
+                f"W&B run {kwargs['id']} is still held by the W&B service of a process that ended; "
+                "this run logs into a new W&B run instead"
+            )
+            fresh = {k: v for k, v in kwargs.items() if k not in ("id", "resume")}
+            run = _init("offline", fresh)
     # Charts over the trainer's step, which Lightning's logger adds to every row it logs.
     run.define_metric("trainer/global_step")
     run.define_metric("*", step_metric="trainer/global_step", step_sync=True)
     return run, mode
+
+
+def _init(mode: WandbMode, kwargs: dict[str, Any]) -> Any:
+    """``wandb.init``; a resumed id starts in a W&B service of this process's own.
+
+    A W&B service is shared with child processes through ``WANDB_SERVICE`` (a sweep or a test
+    runner that started the fit); when the process that had the run was killed, that service
+    keeps its stream open a while and refuses the id ("run ID ... is in use").
+    """
+    import wandb
+
+    if "id" in kwargs:
+        os.environ.pop("WANDB_SERVICE", None)
+    return wandb.init(mode=mode, settings=_settings(offline=mode == "offline"), **kwargs)
+
+
+def _id_in_use(exc: BaseException) -> bool:
+    return "is in use" in str(exc)
 
 
 def _settings(offline: bool) -> Any:
@@ -159,6 +197,7 @@ class WandbRunTracker(Callback):
         monitor, mode: the metric whose best value goes to ``summary["best/<monitor>"]``.
         artifact: ``auto`` | ``file`` | ``reference`` | ``none`` (see the module docstring).
         use_artifact: a W&B artifact name this run started from, linked as its input when online.
+        best, best_step: the best value so far, when the run resumes one that recorded it.
     """
 
     def __init__(
@@ -170,6 +209,8 @@ class WandbRunTracker(Callback):
         mode: str = "min",
         artifact: ArtifactPolicy = "auto",
         use_artifact: str | None = None,
+        best: float | None = None,
+        best_step: int | None = None,
     ) -> None:
         self.config = dict(config)
         self.provenance = dict(provenance)
@@ -177,8 +218,8 @@ class WandbRunTracker(Callback):
         self.mode = mode
         self.artifact = artifact
         self.use_artifact = use_artifact
-        self.best: float | None = None
-        self.best_step: int | None = None
+        self.best: float | None = best
+        self.best_step: int | None = best_step
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         logger = find_wandb_logger(trainer)
@@ -252,6 +293,13 @@ def log_checkpoint_artifact(run: Any, path: Path, policy: str, metadata: dict[st
     else:
         artifact.add_file(str(path), name=path.name)
     return run.log_artifact(artifact, aliases=["best", "latest"])
+
+
+def recorded_run_id(run_dir: str | Path) -> str | None:
+    """The W&B run id a run folder's ``summary.json`` recorded (None when it had no W&B run)."""
+    info = (read_summary(run_dir) or {}).get("wandb") or {}
+    run_id = info.get("id")
+    return str(run_id) if run_id and info.get("mode") in ("online", "offline") else None
 
 
 def find_wandb_logger(trainer: pl.Trainer) -> WandbLogger | None:
