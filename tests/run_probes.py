@@ -47,7 +47,8 @@ class KillAt(Callback):
 
 
 class WaitFor(Callback):
-    """Hold the fit at the start of training until ``path`` exists (at most ``timeout_s``)."""
+    """Hold the fit at the start of training until ``path`` exists (at most ``timeout_s``). While it
+    holds, ``<path>.waiting`` exists: the run's set-up (config, summary, lock) is complete."""
 
     def __init__(self, path: str, timeout_s: float = 300.0) -> None:
         self.path = Path(path)
@@ -55,5 +56,6 @@ class WaitFor(Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         deadline = time.monotonic() + self.timeout_s
+        self.path.with_name(self.path.name + ".waiting").touch()
         while not self.path.exists() and time.monotonic() < deadline:
             time.sleep(0.1)

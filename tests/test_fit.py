@@ -215,8 +215,13 @@ def test_killed_run_resumes_to_the_same_weights(eeg_shards: Path, tmp_path: Path
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     a, b = _final_weights(tmp_path / "whole"), _final_weights(tmp_path / "killed")
     assert a.keys() == b.keys()
+    # Bit for bit in nearly every run; once, on a loaded machine, a resumed run differed by 1e-6
+    # (CPU kernels may split a reduction differently). A skipped or repeated batch moves the weights
+    # by ~1e-3, far above this tolerance.
     for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+        torch.testing.assert_close(
+            a[k], b[k], rtol=0, atol=1e-5, msg=lambda m, k=k: f"{k} (killed at step {step}): {m}"
+        )
 
 
 @pytest.fixture(scope="module")

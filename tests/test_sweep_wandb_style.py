@@ -34,7 +34,6 @@ def wandb_style_file(
     *,
     metric: str = "val_loss",
     config: str = "eeg_pretrain.yaml",
-    trainer: str = "",
     name: str = "wb",
 ) -> Path:
     """A sweep file as a W&B user writes it (the issue's), its runs in ``runs``."""
@@ -54,7 +53,7 @@ parameters:
     parameters:
       max_steps: {{value: 8}}
       default_root_dir: {{value: {runs}}}
-{trainer}command: [neurotrain, fit, --config, {CONFIGS / config}, "${{args}}"]
+command: [neurotrain, fit, --config, {CONFIGS / config}, "${{args}}"]
 """
     )
     return path
@@ -187,36 +186,15 @@ def test_a_swept_default_root_dir_is_refused(tmp_path: Path) -> None:
 
 # the whole flow --------------------------------------------------------------------------------------
 
-# Until the fit validates at the end of every fit that has a validation split (the other half of
-# issue #13 b, changed in the fit itself), a fit stopped by max_steps mid-epoch never validates; the
-# first variant forces a validation with trainer.val_check_interval in the sweep file. The second is
-# the file exactly as the issue's user wrote it: it passes (XPASS) once that change lands; then drop
-# the xfail marker and the forcing variant.
-FORCE_VALIDATION = "  trainer.val_check_interval: {value: 4}\n"
-
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "trainer",
-    [
-        pytest.param(FORCE_VALIDATION, id="val_check_interval"),
-        pytest.param(
-            "",
-            id="as-written",
-            marks=pytest.mark.xfail(
-                reason="needs the fit to validate at the end of a fit stopped by max_steps (#13 b)",
-                strict=False,
-            ),
-        ),
-    ],
-)
-def test_wandb_style_file_runs_its_trials_where_it_says(
-    trainer: str, eeg_shards: Path, tmp_path: Path
-) -> None:
+def test_wandb_style_file_runs_its_trials_where_it_says(eeg_shards: Path, tmp_path: Path) -> None:
+    """The file exactly as its user wrote it (no forced validation: a fit stopped by max_steps
+    validates at its end)."""
     runs = tmp_path / "runs"
     work = tmp_path / "work"  # the working folder: nothing may land in its checkpoints/
     work.mkdir()
-    path = wandb_style_file(tmp_path, runs, trainer=trainer)
+    path = wandb_style_file(tmp_path, runs)
     sets = [
         f"data.datasets=[{eeg_shards}]",
         "data.num_workers=0",
