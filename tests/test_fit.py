@@ -140,7 +140,11 @@ def test_pretrain_then_finetune_from_its_checkpoint(eeg_shards: Path, tmp_path: 
 
 
 @pytest.mark.parametrize(
-    "config,stage", [("eeg_pretrain_deepspeed", 2), ("eeg_pretrain_deepspeed_stage3", 3)]
+    "config,stage",
+    [
+        ("eeg_pretrain_deepspeed", 2),
+        pytest.param("eeg_pretrain_deepspeed_stage3", 3, marks=pytest.mark.slow),  # ZeRO-3: slow suite
+    ],
 )
 def test_deepspeed_on_two_cpu_processes_exports_and_reloads(
     config: str, stage: int, eeg_shards: Path, tmp_path: Path
@@ -187,6 +191,7 @@ def _final_weights(run: Path) -> dict[str, torch.Tensor]:
     return ckpt["state_dict"]
 
 
+@pytest.mark.slow  # three fits in subprocesses (~70 s); tests/test_fit_resume.py kills in the fast suite
 def test_killed_run_resumes_to_the_same_weights(eeg_shards: Path, tmp_path: Path) -> None:
     def cmd(run: str, *extra: str) -> list[str]:
         return CLI + fit_args(

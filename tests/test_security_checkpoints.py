@@ -115,7 +115,10 @@ class DeepSpeedRun(NamedTuple):
     ckpt: Path  # the checkpoint directory (``<root>/ds/checkpoints/last.ckpt``)
 
 
-@pytest.fixture(scope="module", params=[2, 3], ids=["zero2", "zero3"])
+# ZeRO-3 (its own partitioned files) runs with the slow tests; ZeRO-2 in the fast suite.
+@pytest.fixture(
+    scope="module", params=[pytest.param(2, id="zero2"), pytest.param(3, id="zero3", marks=pytest.mark.slow)]
+)
 def deepspeed_run(
     request: pytest.FixtureRequest, eeg_shards: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> DeepSpeedRun:

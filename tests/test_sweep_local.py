@@ -63,6 +63,7 @@ def grid_file(tmp_path: Path, name: str, values: str, key: str = "model.optimize
     return path
 
 
+@pytest.mark.slow  # ~45 s: the shipped sweep file with two worker processes
 def test_shipped_sweep_end_to_end_with_two_workers(eeg_shards: Path, tmp_path: Path) -> None:
     file = SWEEPS / "eeg_pretrain.yaml"
     root = tmp_path / "runs"
