@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 import torch
@@ -39,20 +37,17 @@ def fake_reconstruction(n: int = 4, c: int = 32, p: int = 8, s: int = 64, seed: 
     return {"batch": batch, "masked": masked, "target": target, "recon": recon, "error": error, "patch": s}
 
 
-def test_figures_render_fast_enough_for_every_validation(tmp_path) -> None:
+def test_every_validation_figure_renders(tmp_path) -> None:
+    """What one validation draws; its cost is measured in benchmarks/media_render.py, not here."""
     f = fake_reconstruction()
     real = f["batch"]["channel_mask"].numpy()
     topo = topomap_values(f["batch"], f["masked"], f["error"])
     assert topo is not None
-    topomap_figure(*topo).savefig(tmp_path / "warm.png", dpi=72)  # first MNE call imports and caches
-    t0 = time.perf_counter()
     reconstruction_figure(f["target"], f["recon"], f["masked"], real, 256.0, f["patch"], 2, 3).savefig(
         tmp_path / "r.png", dpi=72
     )
-    topomap_figure(*topomap_values(f["batch"], f["masked"], f["error"])).savefig(tmp_path / "t.png", dpi=72)
+    topomap_figure(*topo).savefig(tmp_path / "t.png", dpi=72)
     confusion_figure(np.array([[5, 1], [2, 7]]), ["face", "house"]).savefig(tmp_path / "c.png", dpi=72)
-    elapsed = time.perf_counter() - t0
-    assert elapsed < 1.5, f"validation media took {elapsed:.2f} s"  # ~0.3 s on an idle core
     assert all((tmp_path / n).stat().st_size > 1000 for n in ("r.png", "t.png", "c.png"))
 
 

@@ -9,6 +9,12 @@ Three protocols over the labelled epochs of a dataset (``ShardDataModule.labelle
   on every other subject. No subject is in both parts.
 - ``leave-one-subject-out``: ``cross-subject`` with one group per subject (``folds`` ignored).
 
+Nested selection: `inner_fold` carves an inner validation split out of a fold's training part,
+so anything tuned (epochs, lr, a baseline's regularisation) is chosen without reading the fold's
+scored epochs. Cross-subject folds hold out whole training subjects; within-subject folds (and a
+cross-subject fold with a single training subject, which has no subject to spare) hold out a
+stratified share of each class of the training epochs, and the fold records which (``inner_by``).
+
 Assignment uses sha256 orderings of ``"<seed>:<name>"`` only (no library RNG), so the folds are
 a pure function of the event names, labels and seed: identical on any machine and with any
 scikit-learn version, and recorded with the results (the selection file of each fold).
@@ -35,6 +41,7 @@ class Fold:
     n_train: int
     n_test: int
     class_counts: dict[str, dict[int, int]] = field(default_factory=dict)
+    inner_by: str | None = None  # an inner fold: "subjects" or "epochs" held out of the outer training part
 
     def record(self) -> dict[str, Any]:
         """What ``results.json`` keeps of the fold (the full selection is in its own file)."""
@@ -45,6 +52,7 @@ class Fold:
             "n_train": self.n_train,
             "n_test": self.n_test,
             "class_counts": {k: {str(c): n for c, n in v.items()} for k, v in self.class_counts.items()},
+            **({"inner_by": self.inner_by} if self.inner_by else {}),
         }
 
 
@@ -137,6 +145,89 @@ def _within(subject: str, events: list[dict[str, Any]], folds: int, seed: int) -
             )
         )
     return out
+
+
+def inner_fold(fold: Fold, events: list[dict[str, Any]], seed: int, share: float = 0.2) -> Fold:
+    """The inner split of ``fold``: its training part divided into inner-train and inner-validation.
+
+    ``events`` are the same labelled epochs ``plan_folds`` was given. With two or more training
+    subjects and a cross-subject fold (its scored subjects are not its training subjects), about
+    ``share`` of the training subjects (at least one, never all) are held out whole; otherwise
+    ``share`` of each class of the training epochs, per subject (at least one epoch per class and
+    subject, never all). The scored epochs of ``fold`` are in neither part. The ordering uses
+    ``"inner:<seed>:<name>"`` so it is independent of the outer deal.
+    """
+    if not 0 < share < 1:
+        raise FoldError(f"inner share must be in (0, 1), got {share}")
+    train_events = _training_events(fold, events)
+    cross = not set(fold.train_subjects) & set(fold.test_subjects)
+    if cross and len(fold.train_subjects) >= 2:
+        order = sorted(fold.train_subjects, key=lambda s: _rank(seed, f"inner:{s}"))
+        held = sorted(order[: min(len(order) - 1, max(1, round(share * len(order))))])
+        kept = [s for s in fold.train_subjects if s not in held]
+        return _inner(fold, train_events, kept, held, {"subjects": kept}, {"subjects": held}, "subjects")
+    held_events: list[str] = []
+    groups: dict[tuple[str, int], list[str]] = defaultdict(list)
+    for ev in train_events:
+        groups[(ev["subject"], int(ev["label"]))].append(ev["event"])
+    for (subject, label), names in sorted(groups.items()):
+        if len(names) < 2:
+            raise FoldError(
+                f"fold {fold.name}: subject {subject} has {len(names)} training epoch(s) of class {label}; "
+                "an inner split needs at least 2"
+            )
+        names = sorted(names, key=lambda n: _rank(seed, f"inner:{n}"))
+        held_events += names[: min(len(names) - 1, max(1, round(share * len(names))))]
+    held_set = set(held_events)
+    kept_events = sorted(ev["event"] for ev in train_events if ev["event"] not in held_set)
+    subjects = fold.train_subjects
+    return _inner(
+        fold,
+        train_events,
+        subjects,
+        subjects,
+        {"subjects": subjects, "events": kept_events},
+        {"subjects": subjects, "events": sorted(held_set)},
+        "epochs",
+    )
+
+
+def _training_events(fold: Fold, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The epochs of ``fold``'s training part (its selection's train rule)."""
+    rule = fold.selection["train"]
+    subjects = set(rule["subjects"])
+    names = set(rule["events"]) if "events" in rule else None
+    return [ev for ev in events if ev["subject"] in subjects and (names is None or ev["event"] in names)]
+
+
+def _inner(
+    fold: Fold,
+    train_events: list[dict[str, Any]],
+    kept: list[str],
+    held: list[str],
+    train_rule: dict[str, list[str]],
+    val_rule: dict[str, list[str]],
+    by: str,
+) -> Fold:
+    def chosen(rule: dict[str, list[str]]) -> list[dict[str, Any]]:
+        names = set(rule.get("events", ()))
+        return [
+            ev
+            for ev in train_events
+            if ev["subject"] in rule["subjects"] and ("events" not in rule or ev["event"] in names)
+        ]
+
+    inner_train, inner_val = chosen(train_rule), chosen(val_rule)
+    return Fold(
+        name=f"{fold.name}/inner",
+        train_subjects=list(kept),
+        test_subjects=list(held),
+        selection={"train": train_rule, "val": val_rule},
+        n_train=len(inner_train),
+        n_test=len(inner_val),
+        class_counts={"train": _counts(inner_train), "test": _counts(inner_val)},
+        inner_by=by,
+    )
 
 
 def _rank(seed: int, name: str) -> str:
