@@ -15,40 +15,12 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import time
+import sys
+from pathlib import Path
 
+from timing import best_of
 
-def fake_batch(n: int = 4, c: int = 32, p: int = 8, s: int = 64, seed: int = 0):
-    """A reconstruction of ``n`` windows, ``c`` EEG channels on a ring, ``p`` patches of ``s`` samples."""
-    import numpy as np
-    import torch
-
-    from neurotrain.datamodules.format.channel_types import TYPE_INDEX
-
-    rng = np.random.default_rng(seed)
-    theta = np.linspace(0, 2 * np.pi, c, endpoint=False)
-    elev = np.where(np.arange(c) % 2, 0.4, 1.0)
-    pos = 0.09 * np.stack([np.cos(theta) * np.cos(elev), np.sin(theta) * np.cos(elev), np.sin(elev)], -1)
-    batch = {
-        "channel_mask": torch.ones(n, c, dtype=torch.bool),
-        "position_mask": torch.ones(n, c, dtype=torch.bool),
-        "channel_types": torch.full((n, c), TYPE_INDEX["eeg"]),
-        "positions": torch.tensor(pos, dtype=torch.float32).expand(n, c, 3).clone(),
-    }
-    masked = rng.random((n, c, p)) < 0.5
-    target = rng.standard_normal((n, c, p * s)).astype(np.float32)
-    recon = np.where(np.repeat(masked, s, -1), target + 0.3 * rng.standard_normal(target.shape), target)
-    error = rng.random((n, c)).astype(np.float32) * masked.any(-1)
-    return batch, masked, target, recon, error, s
-
-
-def best_of(repeats: int, fn) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' synthetic reconstruction
 
 
 def main() -> None:
@@ -68,7 +40,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=5)
     args = p.parse_args()
-    batch, masked, target, recon, error, s = fake_batch()
+    from fixtures_media import fake_reconstruction
+
+    f = fake_reconstruction()
+    batch, masked, target, recon, error, s = (
+        f[k] for k in ("batch", "masked", "target", "recon", "error", "patch")
+    )
     real = batch["channel_mask"].numpy()
 
     def save(fig) -> None:

@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from timing import best_of
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -144,15 +146,6 @@ def loader_memory(shards: Path, batches: int) -> dict[str, Any]:
     status = Path("/proc/self/status").read_text().splitlines()
     hwm = next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmHWM:"))
     return {"loader_peak_rss_mb": round(hwm, 1), "batches": drawn}
-
-
-def best_of(repeats: int, fn) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 if __name__ == "__main__":

@@ -25,22 +25,13 @@ import pstats
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import mne
+from timing import best_of
 
 from neurotrain.datamodules.sharding import shard_dataset
 from neurotrain.datamodules.sharding.examples import fetch
-
-
-def best_of(repeats: int, fn) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def main() -> None:

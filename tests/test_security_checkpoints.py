@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
+import test_fit
 import torch
 
 from neurotrain.models.checkpoint_io import (
@@ -33,7 +34,6 @@ from neurotrain.models.checkpoint_io import (
 )
 from neurotrain.train.cli import main
 
-CONFIGS = Path(__file__).resolve().parents[1] / "train" / "configs"
 CLI = [sys.executable, "-m", "neurotrain.train.cli"]
 KINDS = ["zip", "legacy"]
 
@@ -77,18 +77,8 @@ def one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
 
 
 def fit_args(config: str, data: Path, root: Path, run: str, *extra: str, command: str = "fit") -> list[str]:
-    return [
-        command,
-        "--config",
-        str(CONFIGS / f"{config}.yaml"),
-        f"--data.datasets=[{data}]",
-        "--data.num_workers=0",
-        "--trainer.accelerator=cpu",
-        "--trainer.enable_progress_bar=false",
-        f"--trainer.default_root_dir={root}",
-        f"--run_name={run}",
-        *extra,
-    ]
+    """``test_fit``'s arguments of a shipped config, for ``command`` (fit, validate, ...)."""
+    return [command, *test_fit.fit_args(config, data, root, run, *extra)[1:]]
 
 
 def deepspeed_args(stage: int, data: Path, root: Path, run: str, *extra: str) -> list[str]:

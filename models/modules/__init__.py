@@ -9,7 +9,9 @@ groups as plain dicts, so a checkpoint loads with ``weights_only=True``.
 - `base`: `EncoderModule`, the shared encoder, ``init_from`` and optimiser set-up;
 - `pretrain`: `PretrainModule` (masked reconstruction);
 - `supervised`: `SupervisedModule` and its `ClassifierModule` / `RegressorModule`;
-- `alignment`: `AlignmentModule` (symmetric InfoNCE with an image or a second signal).
+- `alignment`: `AlignmentModule` (symmetric InfoNCE with an image or a second signal);
+- `braindecode_classifier`: `BraindecodeClassifierModule`, braindecode's EEGNet, ShallowFBCSPNet and
+  Deep4Net trained by the same loop and scored with the same metrics (the deep baselines).
 
 Configs name them ``neurotrain.models.modules.PretrainModule`` (the older path
 ``neurotrain.models.lightning_modules.*`` still works).
@@ -17,12 +19,14 @@ Configs name them ``neurotrain.models.modules.PretrainModule`` (the older path
 
 from neurotrain.models.modules.alignment import AlignmentModule
 from neurotrain.models.modules.base import SIGNAL_KEYS, EncoderModule, encoder_config
+from neurotrain.models.modules.braindecode_classifier import BraindecodeClassifierModule
 from neurotrain.models.modules.pretrain import PretrainModule
 from neurotrain.models.modules.supervised import ClassifierModule, RegressorModule, SupervisedModule
 
 __all__ = [
     "SIGNAL_KEYS",
     "AlignmentModule",
+    "BraindecodeClassifierModule",
     "ClassifierModule",
     "EncoderModule",
     "PretrainModule",

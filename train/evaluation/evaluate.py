@@ -67,11 +67,17 @@ def evaluate(
         raise EvaluateError(f"unknown baselines {sorted(unknown)}; known: {', '.join(BASELINES)}")
     out = Path(out)
     cfg = _check_config(config, overrides or [])
+    if (init_from or linear_probe) and not _is_encoder_classifier(cfg):
+        raise EvaluateError(
+            f"{cfg['model.class_path']} trains from scratch: --init_from and --linear_probe do not apply"
+        )
     if init_from:
         cfg["model.init_args.init_from"] = init_from
     if linear_probe:
         cfg["model.init_args.linear_probe"] = True
     data = cfg["data"].as_dict()
+    # the model's row in the tables: "encoder", or the braindecode network's name (EEGNet, ...)
+    method = MODEL_METHOD if _is_encoder_classifier(cfg) else str(cfg["model.init_args.network"])
     plan = {
         "config": str(config),
         "config_sha256": sha256_file(config),
@@ -112,7 +118,7 @@ def evaluate(
             }.items():
                 fold_cfg[key] = value
             fit_once(out / "runs", tag, fold_cfg)
-            scores = {MODEL_METHOD: last_scores(out / "runs" / tag)}
+            scores = {method: last_scores(out / "runs" / tag)}
             scores.update(_baselines(out, tag, data, selection, baselines, seed))
             records.append(
                 {
@@ -194,7 +200,7 @@ def markdown(results: dict[str, Any]) -> str:
 
 def _check_config(config: str | Path, overrides: list[str]) -> Namespace:
     """The fine-tune config with the user's overrides (nothing built); errors name the problem."""
-    from neurotrain.models.modules import ClassifierModule
+    from neurotrain.models.modules import BraindecodeClassifierModule, ClassifierModule
     from neurotrain.train.run.lightning_cli import load_config, model_class
 
     try:
@@ -202,13 +208,22 @@ def _check_config(config: str | Path, overrides: list[str]) -> Namespace:
     except Exception as exc:
         raise EvaluateError(f"the config does not parse: {str(exc).strip().splitlines()[0]}") from exc
     model = model_class(cfg)
-    if model is None or not issubclass(model, ClassifierModule):
+    if model is None or not issubclass(model, (ClassifierModule, BraindecodeClassifierModule)):
         raise EvaluateError(
             f"evaluate scores classifiers; the config's model is {cfg.get('model.class_path') or 'not set'}"
         )
     if cfg["data.mode"] != "epochs":
         raise EvaluateError("evaluate needs event epochs: set data.mode: epochs and a label_map")
     return cfg
+
+
+def _is_encoder_classifier(cfg: Namespace) -> bool:
+    """Whether the config's model is the encoder classifier (``init_from`` and probing apply)."""
+    from neurotrain.models.modules import ClassifierModule
+    from neurotrain.train.run.lightning_cli import model_class
+
+    model = model_class(cfg)
+    return model is not None and issubclass(model, ClassifierModule)
 
 
 def _claim(out: Path, plan: dict[str, Any]) -> None:
