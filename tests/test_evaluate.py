@@ -17,6 +17,7 @@ from neurotrain.datamodules.loading.datamodule import ShardDataModule
 from neurotrain.datamodules.loading.selection import load_selection
 from neurotrain.train.cli import main
 from neurotrain.train.evaluation.folds import FoldError, plan_folds
+from neurotrain.train.evaluation.statistics import Interval, verdict
 
 SUBJECTS = ["s01", "s02", "s03"]
 EVENTS = [(0.7 + i, "face" if i % 2 else "house") for i in range(38)]
@@ -174,6 +175,33 @@ def test_evaluate_command_end_to_end(shards: Path, tmp_path: Path, capsys: pytes
     table = (out / "results.md").read_text()
     assert "| encoder |" in table and "±" in table
     assert list((out / "wandb").glob("offline-run-*/run-*.wandb"))  # the summary run, offline
+
+    # Every method scored on the same held-out epochs, each epoch's prediction kept, and the
+    # intervals computed from them: the model's point estimate is the mean of its logged scores.
+    for rec in results["folds_detail"]:
+        tag = Path(rec["run"]).name
+        kept = json.loads((out / "predictions" / f"{tag}.json").read_text())
+        assert set(kept) == methods
+        ids = {m: tuple(p["sample_ids"]) for m, p in kept.items()}
+        assert len(set(ids.values())) == 1 and len(ids["encoder"]) == rec["n_test"]
+    iv = results["intervals"]
+    assert iv["chance"] == 0.5 and iv["n_epochs"] == sum(r["n_test"] for r in results["folds_detail"])
+    model = iv["methods"]["encoder"]["score"]
+    logged = results["summary"]["encoder"]["balanced_accuracy"]["mean"]
+    assert model["estimate"] == pytest.approx(logged, abs=1e-6)
+    assert model["low"] <= model["estimate"] <= model["high"]  # (one class for every epoch: 0.5, 0.5, 0.5)
+    for title in ("logistic regression", "XDAWN + tangent space"):
+        entry = iv["methods"][title]
+        assert entry["score"]["estimate"] == pytest.approx(
+            results["summary"][title]["balanced_accuracy"]["mean"], abs=1e-9
+        )
+        score = entry["score"]
+        assert score["low"] < score["estimate"] < score["high"]  # a real interval around a real score
+        diff = entry["model_minus_method"]
+        assert diff["estimate"] == pytest.approx(model["estimate"] - entry["score"]["estimate"], abs=1e-9)
+        assert entry["verdict"] in {"beats", "below", "matches", "inconclusive"}
+        assert entry["verdict"] == verdict(Interval(**diff), iv["margin"])
+    assert "bootstrap intervals" in table and "| encoder − method [95% CI] |" in table
 
     # Same command again: every fold is kept, the results are identical.
     mtimes = [(Path(r["run"]) / "metrics.csv").stat().st_mtime for r in results["folds_detail"]]

@@ -86,11 +86,12 @@ class EncoderModule(pl.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["signal"].shape[0])
         return loss
 
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, batch_idx, "val")
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor] | None:
+        """The batch's outputs (``output``: a supervised module's logits), for callbacks to read."""
+        return self._evaluate(batch, batch_idx, "val")
 
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, batch_idx, "test")
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor] | None:
+        return self._evaluate(batch, batch_idx, "test")
 
     def evaluation_outputs(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
         """The losses of a validation/test batch; a subclass may make them deterministic."""
@@ -99,15 +100,16 @@ class EncoderModule(pl.LightningModule):
     def update_evaluation(self, batch: dict[str, Tensor], outputs: dict[str, Tensor], stage: str) -> None:
         """Template hook: accumulate epoch metrics from one evaluated batch."""
 
-    def _evaluate(self, batch: dict[str, Tensor], batch_idx: int, stage: str) -> None:
+    def _evaluate(self, batch: dict[str, Tensor], batch_idx: int, stage: str) -> dict[str, Tensor] | None:
         batch_size = batch["signal"].shape[0]
         if batch_size == 0:
-            return
+            return None
         outputs = self.evaluation_outputs(batch, batch_idx)
         self.log(
             f"{stage}/loss", outputs["loss"], prog_bar=stage == "val", batch_size=batch_size, sync_dist=True
         )
         self.update_evaluation(batch, outputs, stage)
+        return outputs
 
     def configure_optimizers(self) -> dict:
         cfg = self.optimizer_config

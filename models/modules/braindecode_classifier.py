@@ -137,16 +137,17 @@ class BraindecodeClassifierModule(pl.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["signal"].shape[0])
         return loss
 
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "val")
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor] | None:
+        """``{"output": logits [B, K]}``, for callbacks to read (the held-out predictions)."""
+        return self._evaluate(batch, "val")
 
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "test")
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor] | None:
+        return self._evaluate(batch, "test")
 
-    def _evaluate(self, batch: dict[str, Tensor], stage: str) -> None:
+    def _evaluate(self, batch: dict[str, Tensor], stage: str) -> dict[str, Tensor] | None:
         n = batch["signal"].shape[0]
         if n == 0:
-            return
+            return None
         logits = self(batch)
         labels = batch["labels"]
         self.log(f"{stage}/loss", classification_loss(logits, labels), prog_bar=stage == "val", batch_size=n)
@@ -154,6 +155,7 @@ class BraindecodeClassifierModule(pl.LightningModule):
         if labelled.any():
             metrics = self.val_metrics if stage == "val" else self.test_metrics
             metrics.update(logits[labelled].softmax(dim=-1).detach(), labels[labelled])
+        return {"output": logits.detach()}
 
     def on_validation_epoch_end(self) -> None:
         log_metrics(self, self.val_metrics)

@@ -15,7 +15,7 @@ compared on identical data. Two pipelines, the usual references for ERP decoding
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -23,12 +23,27 @@ BASELINES = ("logreg", "xdawn_ts")
 TITLES = {"logreg": "logistic regression", "xdawn_ts": "XDAWN + tangent space"}
 
 
+class Epochs(NamedTuple):
+    """A loader's labelled windows, stacked."""
+
+    x: np.ndarray  # [N, C, T] float32
+    y: np.ndarray  # [N] int64
+    subjects: np.ndarray  # [N] str
+    sample_ids: list[str]  # [N], the batches' ``sample_id`` (what the model's predictions are keyed by)
+
+
 def collect_epochs(loader: Iterable[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Stack a loader's labelled windows: ``X [N, C, T]`` float32, ``y [N]`` int, ``subjects [N]``.
+    """Stack a loader's labelled windows: ``X [N, C, T]`` float32, ``y [N]`` int, ``subjects [N]``."""
+    epochs = collect_labelled_epochs(loader)
+    return epochs.x, epochs.y, epochs.subjects
+
+
+def collect_labelled_epochs(loader: Iterable[dict[str, Any]]) -> Epochs:
+    """A loader's labelled windows with their sample ids (`Epochs`).
 
     Padded channels are dropped; every window must then have the same channels (one montage).
     """
-    xs, ys, subs = [], [], []
+    xs, ys, subs, ids = [], [], [], []
     for batch in loader:
         keep = batch["labels"] >= 0
         if not bool(keep.any()):
@@ -41,9 +56,10 @@ def collect_epochs(loader: Iterable[dict[str, Any]]) -> tuple[np.ndarray, np.nda
         xs.append(sig.float().numpy())
         ys.append(batch["labels"][keep].numpy())
         subs += [s for s, k in zip(batch["subject"], keep.tolist(), strict=True) if k]
+        ids += [i for i, k in zip(batch["sample_id"], keep.tolist(), strict=True) if k]
     if not xs:
         raise ValueError("the loader yielded no labelled windows")
-    return np.concatenate(xs), np.concatenate(ys).astype(np.int64), np.asarray(subs)
+    return Epochs(np.concatenate(xs), np.concatenate(ys).astype(np.int64), np.asarray(subs), ids)
 
 
 def make_pipeline(name: str, n_filters: int = 4, seed: int = 0):
@@ -73,10 +89,16 @@ def fit_and_score(
     name: str, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, seed: int = 0
 ) -> dict[str, float]:
     """Fit baseline ``name`` on train epochs, score on test epochs (the metrics the models log)."""
+    return classification_scores(y_test, fit_and_predict(name, x_train, y_train, x_test, seed))
+
+
+def fit_and_predict(
+    name: str, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, seed: int = 0
+) -> np.ndarray:
+    """Fit baseline ``name`` on train epochs; its class probabilities ``[N_test, K]`` on test epochs."""
     pipe = make_pipeline(name, seed=seed)
     pipe.fit(x_train.astype(np.float64), y_train)
-    proba = pipe.predict_proba(x_test.astype(np.float64))
-    return classification_scores(y_test, proba)
+    return pipe.predict_proba(x_test.astype(np.float64))
 
 
 def classification_scores(y_true: np.ndarray, proba: np.ndarray) -> dict[str, float]:
@@ -119,8 +141,34 @@ def score_on_loaders(
     Epochs are decimated by an integer factor to at most ``max_sfreq`` (the reference figures
     use 128 Hz; the shipped recordings are already low-passed at 30 Hz, so no filter is needed).
     """
-    x_tr, y_tr, _ = collect_epochs(train_loader)
-    x_te, y_te, _ = collect_epochs(test_loader)
+    predicted = predict_on_loaders(names, train_loader, test_loader, sfreq, max_sfreq, seed)
+    return {title: p["scores"] for title, p in predicted.items()}
+
+
+def predict_on_loaders(
+    names: Iterable[str],
+    train_loader: Iterable[dict[str, Any]],
+    test_loader: Iterable[dict[str, Any]],
+    sfreq: float,
+    max_sfreq: float = 128.0,
+    seed: int = 0,
+) -> dict[str, dict[str, Any]]:
+    """`score_on_loaders` with each baseline's per-epoch predictions, by title.
+
+    Each entry: ``scores`` (the metrics), ``sample_ids``, ``y_true`` and ``y_pred`` (lists in the
+    test loader's order), so the baselines can be compared epoch by epoch with a model scored on
+    the same windows.
+    """
+    train, test = collect_labelled_epochs(train_loader), collect_labelled_epochs(test_loader)
     step = max(1, int(sfreq // max_sfreq))
-    x_tr, x_te = x_tr[:, :, ::step], x_te[:, :, ::step]
-    return {TITLES[n]: fit_and_score(n, x_tr, y_tr, x_te, y_te, seed) for n in names}
+    x_tr, x_te = train.x[:, :, ::step], test.x[:, :, ::step]
+    out = {}
+    for n in names:
+        proba = fit_and_predict(n, x_tr, train.y, x_te, seed)
+        out[TITLES[n]] = {
+            "scores": classification_scores(test.y, proba),
+            "sample_ids": list(test.sample_ids),
+            "y_true": test.y.tolist(),
+            "y_pred": proba.argmax(axis=1).tolist(),
+        }
+    return out

@@ -3,11 +3,13 @@
     neurotrain evaluate --config train/configs/eeg_finetune.yaml --protocol within-subject \\
         --init_from checkpoints/pretrain/checkpoints/last.ckpt --seeds 0 1 2 --folds 5 --out eval/ws
 
-For each seed, the protocol's folds are planned from the manifest's labelled epochs
-(``evaluation_folds``); each fold's selection is written to ``OUT/folds/seed<S>/<fold>.json`` and
-the config is fine-tuned (or linear-probed) on the fold's training part, from ``--init_from`` when
-given, and scored on its held-out part after the final epoch (no model selection on held-out data).
-The classical baselines run on the identical epochs of every fold. Results:
+The protocol's folds are planned once from the manifest's labelled epochs and ``--split_seed``
+(`folds`); for each training seed, each fold's selection is written to
+``OUT/folds/seed<S>/<fold>.json`` and the config is fine-tuned (or linear-probed) on the fold's
+training part, from ``--init_from`` when given, and scored on its held-out part after the final
+epoch (no model selection on held-out data). The classical baselines run on the identical epochs
+of every fold; every method's per-epoch predictions are kept (``OUT/predictions``) and give the
+bootstrap intervals and paired differences of `intervals` (`statistics`). Results:
 
 - ``OUT/results.json``: every fold's scores, the splits (subjects, counts, selection file and its
   sha256), the manifests' sha256, the command, and mean ± std across folds and seeds;
@@ -55,8 +57,13 @@ def evaluate(
     baselines: list[str] | None = None,
     overrides: list[str] | None = None,
     wandb_project: str = "neurotrain",
+    split_seed: int = 0,
 ) -> dict[str, Any]:
-    """Run every fold of every seed (skipping finished ones) and write the results; return them."""
+    """Run every fold of every seed (skipping finished ones) and write the results; return them.
+
+    The folds are dealt once, by ``split_seed``; each of ``seeds`` re-runs the same folds with
+    another training seed, so the seeds of a fold are scored on identical epochs.
+    """
     from neurotrain.datamodules.loading.datamodule import ShardDataModule
     from neurotrain.train.evaluation.baselines import BASELINES
 
@@ -88,6 +95,7 @@ def evaluate(
         "init_from": init_from,
         "linear_probe": linear_probe,
         "baselines": baselines,
+        "split_seed": split_seed,
     }
     _claim(out, plan)
     dm = ShardDataModule(**{**data, "selection": None})
@@ -96,8 +104,9 @@ def evaluate(
         f"evaluate: {protocol}, {len(events)} labelled epochs of {len({e['subject'] for e in events})} subjects"
     )
     records: list[dict[str, Any]] = []
+    planned = plan_folds(events, protocol, folds, split_seed)
+    predictions: list[dict[str, Any]] = []  # per fold run: method -> per-epoch predictions
     for seed in seeds:
-        planned = plan_folds(events, protocol, folds, seed)
         for i, fold in enumerate(planned):
             tag = f"seed{seed}-{fold.name.replace('/', '-')}"
             say(
@@ -119,7 +128,16 @@ def evaluate(
                 fold_cfg[key] = value
             fit_once(out / "runs", tag, fold_cfg)
             scores = {method: last_scores(out / "runs" / tag)}
-            scores.update(_baselines(out, tag, data, selection, baselines, seed))
+            predicted = _baselines(out, tag, data, selection, baselines, seed)
+            scores.update({title: p["scores"] for title, p in predicted.items()})
+            predictions.append(
+                {
+                    "fold": i,
+                    "seed": seed,
+                    "name": fold.name,
+                    "methods": _fold_predictions(out, tag, method, predicted),
+                }
+            )
             records.append(
                 {
                     "seed": seed,
@@ -142,6 +160,7 @@ def evaluate(
         "n_epochs": len(events),
         "folds_detail": records,
         "summary": summarize(records),
+        "intervals": intervals(predictions, method),
     }
     atomic_write_json(out / "results.json", results)
     atomic_write_text(out / "results.md", markdown(results))
@@ -186,6 +205,7 @@ def markdown(results: dict[str, Any]) -> str:
     for method, by_metric in results["summary"].items():
         cells = [f"{by_metric[m]['mean']:.3f} ± {by_metric[m]['std']:.3f}" for m in METRICS]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    lines += interval_lines(results.get("intervals"))
     lines += ["", "Per fold:", "", "| seed | fold | method | " + " | ".join(METRICS) + " |"]
     lines.append("| ---: | --- | --- |" + " ---: |" * len(METRICS))
     for rec in results["folds_detail"]:
@@ -244,8 +264,9 @@ def _claim(out: Path, plan: dict[str, Any]) -> None:
 
 def _baselines(
     out: Path, tag: str, data: dict[str, Any], selection: Path, names: list[str], seed: int
-) -> dict[str, dict[str, float]]:
-    """The baselines' scores on the fold's epochs (cached in ``OUT/baselines/<tag>.json``)."""
+) -> dict[str, dict[str, Any]]:
+    """The baselines' scores and per-epoch predictions on the fold's epochs, by title (cached in
+    ``OUT/baselines/<tag>.json``)."""
     if not names:
         return {}
     from neurotrain.train.evaluation.baselines import TITLES
@@ -253,9 +274,10 @@ def _baselines(
     cache = out / "baselines" / f"{tag}.json"
     if cache.exists():  # in the order of ``names``, as a fresh run gives them
         cached = json.loads(cache.read_text())
-        return {TITLES[n]: cached[TITLES[n]] for n in names}
+        if all("sample_ids" in cached.get(TITLES[n], {}) for n in names):
+            return {TITLES[n]: cached[TITLES[n]] for n in names}
     from neurotrain.datamodules.loading.datamodule import ShardDataModule
-    from neurotrain.train.evaluation.baselines import score_on_loaders
+    from neurotrain.train.evaluation.baselines import predict_on_loaders
 
     dm = ShardDataModule(
         **{
@@ -268,11 +290,110 @@ def _baselines(
         }
     )
     dm.setup("fit")
-    scores = score_on_loaders(
+    predicted = predict_on_loaders(
         names, dm.eval_dataloader("train"), dm.eval_dataloader("val"), dm.sfreq, seed=seed
     )
-    atomic_write_json(cache, scores)
-    return scores
+    atomic_write_json(cache, predicted)
+    return predicted
+
+
+def _fold_predictions(
+    out: Path, tag: str, method: str, baselines: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, list]]:
+    """Every method's held-out predictions of one fold run, sorted by sample id (``OUT/predictions``).
+
+    The model's come from its run's last validation (`read_predictions`); a fold whose model and
+    baselines were scored on different epochs is refused, naming the fold.
+    """
+    from neurotrain.train.run.predictions import read_predictions
+
+    methods: dict[str, dict[str, list]] = {}
+    model = read_predictions(out / "runs" / tag)
+    if model is not None:
+        methods[method] = {k: model[k] for k in ("sample_ids", "y_true", "y_pred")}
+    for title, p in baselines.items():
+        rows = sorted(zip(p["sample_ids"], p["y_true"], p["y_pred"], strict=True))
+        methods[title] = {
+            "sample_ids": [r[0] for r in rows],
+            "y_true": [r[1] for r in rows],
+            "y_pred": [r[2] for r in rows],
+        }
+    ids = {title: m["sample_ids"] for title, m in methods.items()}
+    if len({tuple(v) for v in ids.values()}) > 1:
+        counts = ", ".join(f"{t}: {len(v)}" for t, v in ids.items())
+        raise EvaluateError(f"fold run {tag}: the methods were scored on different epochs ({counts})")
+    atomic_write_json(out / "predictions" / f"{tag}.json", methods)
+    return methods
+
+
+def intervals(predictions: list[dict[str, Any]], model: str, margin: float = 0.02) -> dict[str, Any] | None:
+    """Balanced accuracy of each method with its bootstrap 95% interval, and the model's paired
+    difference to each other method with its interval and verdict (`train.evaluation.statistics`).
+
+    None when the model's per-epoch predictions are missing (a fold run from an older version).
+    """
+    from neurotrain.train.evaluation.statistics import (
+        FoldPredictions,
+        chance_level,
+        paired_difference,
+        score_interval,
+        verdict,
+    )
+
+    if not predictions or any(model not in p["methods"] for p in predictions):
+        return None
+    by_method: dict[str, list[FoldPredictions]] = {}
+    for p in predictions:
+        for title, m in p["methods"].items():
+            by_method.setdefault(title, []).append(
+                FoldPredictions(p["fold"], p["seed"], tuple(m["sample_ids"]), m["y_true"], m["y_pred"])
+            )
+    first_seed = min(p["seed"] for p in predictions)
+    labels = [y for p in predictions if p["seed"] == first_seed for y in p["methods"][model]["y_true"]]
+    out: dict[str, Any] = {
+        "metric": "balanced_accuracy",
+        "confidence": 0.95,
+        "resampling": "epochs within fold and class; seeds averaged per fold",
+        "margin": margin,
+        "chance": chance_level(labels),
+        "n_epochs": len(labels),
+        "methods": {},
+    }
+    for title, preds in by_method.items():
+        entry: dict[str, Any] = {"score": score_interval(preds).as_dict()}
+        if title != model:
+            diff = paired_difference(by_method[model], preds)
+            entry["model_minus_method"] = diff.as_dict()
+            entry["verdict"] = verdict(diff, margin)
+        out["methods"][title] = entry
+    out["model"] = model
+    return out
+
+
+def interval_lines(iv: dict[str, Any] | None) -> list[str]:
+    """The Markdown table of `intervals` (empty without them)."""
+    if not iv:
+        return []
+    model = iv["model"]
+    lines = [
+        "",
+        f"Balanced accuracy with {iv['confidence']:.0%} bootstrap intervals ({iv['resampling']}); "
+        f"chance {iv['chance']:.3f}; {iv['n_epochs']} held-out epochs. The verdict reads {model} − method: "
+        f"beats / below when the interval excludes 0, matches only when it lies within ±{iv['margin']}.",
+        "",
+        f"| method | balanced accuracy [95% CI] | {model} − method [95% CI] | verdict |",
+        "| --- | --- | --- | --- |",
+    ]
+    for title, entry in iv["methods"].items():
+        s = entry["score"]
+        cell = f"{s['estimate']:.3f} [{s['low']:.3f}, {s['high']:.3f}]"
+        if "model_minus_method" in entry:
+            d = entry["model_minus_method"]
+            diff = f"{d['estimate']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
+            lines.append(f"| {title} | {cell} | {diff} | {entry['verdict']} |")
+        else:
+            lines.append(f"| {title} | {cell} | | |")
+    return lines
 
 
 def _print_table(results: dict[str, Any]) -> None:
@@ -341,7 +462,10 @@ def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--config", required=True, help="fine-tune config (LightningCLI YAML, data.mode: epochs)")
     p.add_argument("--protocol", required=True, choices=PROTOCOLS)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds (splits and training)")
+    p.add_argument(
+        "--seeds", type=int, nargs="+", default=[0], help="training seeds (each re-runs every fold)"
+    )
+    p.add_argument("--split_seed", "--split-seed", type=int, default=0, help="seed of the fold deal")
     p.add_argument("--folds", type=int, default=5, help="folds (within-subject, cross-subject)")
     p.add_argument("--init_from", "--init-from", default=None, help="pretrained checkpoint to fine-tune from")
     p.add_argument("--linear_probe", "--linear-probe", action="store_true", help="freeze the encoder")
@@ -366,6 +490,7 @@ def _run(args: argparse.Namespace) -> int:
             args.baselines,
             args.extra,
             args.wandb_project,
+            args.split_seed,
         )
     except (EvaluateError, FoldError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -373,4 +498,4 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["Fold", "evaluate", "markdown", "summarize"]
+__all__ = ["Fold", "evaluate", "intervals", "markdown", "summarize"]

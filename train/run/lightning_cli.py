@@ -58,6 +58,7 @@ from neurotrain.train.run.callbacks import (
     throughput_monitor,
 )
 from neurotrain.train.run.media import ValidationMedia
+from neurotrain.train.run.predictions import HeldOutPredictions
 from neurotrain.train.tracking import wandb_run as tracking
 from neurotrain.train.tracking.csv_logger import csv_logger
 from neurotrain.train.tracking.provenance import git_info, package_versions
@@ -202,6 +203,8 @@ class NeurotrainCLI(LightningCLI):
                 resume=resume,
             )
         )
+        if getattr(self.model, "monitor", None) == "val/balanced_accuracy":  # a classifier
+            callbacks.append(HeldOutPredictions(self.run_dir))
         if cfg.get("media_every_n_val", 1) > 0:
             callbacks.append(
                 ValidationMedia(cfg.get("media_every_n_val", 1), examples=cfg.get("media_examples", 2))
