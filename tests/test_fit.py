@@ -96,6 +96,8 @@ def test_every_shipped_config_is_exercised() -> None:
         "fmri_pretrain",
         "eeg_pretrain_deepspeed",
         "eeg_pretrain_deepspeed_stage3",
+        "eeg_eegnet",  # these two: tests/test_braindecode_models.py
+        "eeg_shallow",
     }
     assert {p.stem for p in CONFIGS.glob("*.yaml")} == tested
 
