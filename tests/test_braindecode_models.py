@@ -94,6 +94,7 @@ def test_a_wrong_input_size_and_an_unknown_network_are_named() -> None:
         BraindecodeClassifierModule("EEGNeX", n_chans=4, n_times=100)  # type: ignore[arg-type]
 
 
+@pytest.mark.slow  # two fold fits of EEGNet (~40 s)
 def test_evaluate_scores_a_braindecode_config_on_the_same_folds(eeg_shards: Path, tmp_path: Path) -> None:
     from test_fit import CONFIGS
 
