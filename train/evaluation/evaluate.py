@@ -9,7 +9,7 @@ The protocol's folds are planned once from the manifest's labelled epochs and ``
 training part, from ``--init_from`` when given, and scored on its held-out part after the final
 epoch (no model selection on held-out data). The classical baselines run on the identical epochs
 of every fold; every method's per-epoch predictions are kept (``OUT/predictions``) and give the
-bootstrap intervals and paired differences of `intervals` (`statistics`). Results:
+bootstrap intervals and paired differences of `intervals`. Results:
 
 - ``OUT/results.json``: every fold's scores, the splits (subjects, counts, selection file and its
   sha256), the manifests' sha256, the command, and mean ± std across folds and seeds;
@@ -36,6 +36,7 @@ from jsonargparse import Namespace
 from neurotrain.datamodules.io.files import atomic_write_json, atomic_write_text, sha256_file
 from neurotrain.models.metric_names import CLASSIFICATION_METRICS as METRICS
 from neurotrain.train.evaluation.folds import PROTOCOLS, Fold, FoldError, plan_folds
+from neurotrain.train.evaluation.intervals import interval_lines, intervals
 from neurotrain.train.evaluation.scores import last_scores, print_scores
 from neurotrain.train.run.fit_once import fit_once, say
 
@@ -324,76 +325,6 @@ def _fold_predictions(
         raise EvaluateError(f"fold run {tag}: the methods were scored on different epochs ({counts})")
     atomic_write_json(out / "predictions" / f"{tag}.json", methods)
     return methods
-
-
-def intervals(predictions: list[dict[str, Any]], model: str, margin: float = 0.02) -> dict[str, Any] | None:
-    """Balanced accuracy of each method with its bootstrap 95% interval, and the model's paired
-    difference to each other method with its interval and verdict (`train.evaluation.statistics`).
-
-    None when the model's per-epoch predictions are missing (a fold run from an older version).
-    """
-    from neurotrain.train.evaluation.statistics import (
-        FoldPredictions,
-        chance_level,
-        paired_difference,
-        score_interval,
-        verdict,
-    )
-
-    if not predictions or any(model not in p["methods"] for p in predictions):
-        return None
-    by_method: dict[str, list[FoldPredictions]] = {}
-    for p in predictions:
-        for title, m in p["methods"].items():
-            by_method.setdefault(title, []).append(
-                FoldPredictions(p["fold"], p["seed"], tuple(m["sample_ids"]), m["y_true"], m["y_pred"])
-            )
-    first_seed = min(p["seed"] for p in predictions)
-    labels = [y for p in predictions if p["seed"] == first_seed for y in p["methods"][model]["y_true"]]
-    out: dict[str, Any] = {
-        "metric": "balanced_accuracy",
-        "confidence": 0.95,
-        "resampling": "epochs within fold and class; seeds averaged per fold",
-        "margin": margin,
-        "chance": chance_level(labels),
-        "n_epochs": len(labels),
-        "methods": {},
-    }
-    for title, preds in by_method.items():
-        entry: dict[str, Any] = {"score": score_interval(preds).as_dict()}
-        if title != model:
-            diff = paired_difference(by_method[model], preds)
-            entry["model_minus_method"] = diff.as_dict()
-            entry["verdict"] = verdict(diff, margin)
-        out["methods"][title] = entry
-    out["model"] = model
-    return out
-
-
-def interval_lines(iv: dict[str, Any] | None) -> list[str]:
-    """The Markdown table of `intervals` (empty without them)."""
-    if not iv:
-        return []
-    model = iv["model"]
-    lines = [
-        "",
-        f"Balanced accuracy with {iv['confidence']:.0%} bootstrap intervals ({iv['resampling']}); "
-        f"chance {iv['chance']:.3f}; {iv['n_epochs']} held-out epochs. The verdict reads {model} − method: "
-        f"beats / below when the interval excludes 0, matches only when it lies within ±{iv['margin']}.",
-        "",
-        f"| method | balanced accuracy [95% CI] | {model} − method [95% CI] | verdict |",
-        "| --- | --- | --- | --- |",
-    ]
-    for title, entry in iv["methods"].items():
-        s = entry["score"]
-        cell = f"{s['estimate']:.3f} [{s['low']:.3f}, {s['high']:.3f}]"
-        if "model_minus_method" in entry:
-            d = entry["model_minus_method"]
-            diff = f"{d['estimate']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
-            lines.append(f"| {title} | {cell} | {diff} | {entry['verdict']} |")
-        else:
-            lines.append(f"| {title} | {cell} | | |")
-    return lines
 
 
 def _print_table(results: dict[str, Any]) -> None:
