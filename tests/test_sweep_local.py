@@ -102,6 +102,7 @@ def test_shipped_sweep_end_to_end_with_two_workers(eeg_shards: Path, tmp_path: P
     assert '<div id="parcoords">' in html and f"sweep {study.study_name}" in html
 
 
+@pytest.mark.slow  # three trial processes (~23 s)
 def test_crashing_trial_is_failed_with_its_error_and_the_sweep_goes_on(
     eeg_shards: Path, tmp_path: Path
 ) -> None:

@@ -209,6 +209,7 @@ def test_disabled_wandb_still_records_the_run_locally(
     assert (run_dir / "metrics.csv").is_file() and list((run_dir / "media").glob("*.png"))
 
 
+@pytest.mark.slow  # two DDP processes (~27 s)
 def test_two_process_ddp_creates_exactly_one_wandb_run(eeg_shards: Path, tmp_path: Path) -> None:
     cmd = CLI + fit_args(
         "eeg_pretrain",
