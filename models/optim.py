@@ -111,3 +111,21 @@ def warmup_cosine(
         return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return LambdaLR(optimizer, factor)
+
+
+def adamw_with_schedule(module: Any, groups: list[dict], cfg: OptimizerConfig) -> dict:
+    """``configure_optimizers``' answer: AdamW over ``groups`` with warmup-cosine per step.
+
+    The schedule ends at the trainer's ``estimated_stepping_batches``; a module not attached to a
+    trainer (or with no known end) holds the lr after warmup.
+    """
+    import torch
+
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
+    try:
+        total = module.trainer.estimated_stepping_batches
+    except RuntimeError:  # not attached to a Trainer
+        total = None
+    total = int(total) if total is not None and total != float("inf") else None
+    scheduler = warmup_cosine(optimizer, cfg.warmup_steps, total, cfg.min_lr_ratio)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -16,11 +16,10 @@ import inspect
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 from torch import Tensor
 
 from neurotrain.models.checkpoint_io import load_encoder_weights
-from neurotrain.models.optim import OptimizerConfig, optimizer_config, param_groups, warmup_cosine
+from neurotrain.models.optim import OptimizerConfig, adamw_with_schedule, optimizer_config, param_groups
 from neurotrain.models.signal_encoder import SignalEncoder, SignalEncoderConfig
 
 SIGNAL_KEYS = ("signal", "channel_mask", "positions", "position_mask", "channel_types", "sfreq")
@@ -112,15 +111,7 @@ class EncoderModule(pl.LightningModule):
         return outputs
 
     def configure_optimizers(self) -> dict:
-        cfg = self.optimizer_config
-        optimizer = torch.optim.AdamW(self.optimizer_groups(), lr=cfg.lr, betas=tuple(cfg.betas))
-        try:
-            total = self.trainer.estimated_stepping_batches
-        except RuntimeError:  # not attached to a Trainer: no known end, the lr holds after warmup
-            total = None
-        total = int(total) if total is not None and total != float("inf") else None
-        scheduler = warmup_cosine(optimizer, cfg.warmup_steps, total, cfg.min_lr_ratio)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return adamw_with_schedule(self, self.optimizer_groups(), self.optimizer_config)
 
     def optimizer_groups(self) -> list[dict]:
         """AdamW parameter groups with the weight-decay split (``models/optim.py``), all at ``lr``."""

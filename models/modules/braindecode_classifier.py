@@ -23,13 +23,12 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import pytorch_lightning as pl
-import torch
 from torch import Tensor, nn
 
 from neurotrain.models.metrics import classification_metrics, log_metrics
 from neurotrain.models.modules.base import plain_init_args
 from neurotrain.models.objectives import classification_loss
-from neurotrain.models.optim import OptimizerConfig, optimizer_config, param_groups, warmup_cosine
+from neurotrain.models.optim import OptimizerConfig, adamw_with_schedule, optimizer_config, param_groups
 
 Network = Literal["EEGNet", "ShallowFBCSPNet", "Deep4Net"]
 NETWORKS: tuple[str, ...] = ("EEGNet", "ShallowFBCSPNet", "Deep4Net")
@@ -165,12 +164,7 @@ class BraindecodeClassifierModule(pl.LightningModule):
 
     def configure_optimizers(self) -> dict:
         cfg = self.optimizer_config
-        groups = param_groups(self, cfg.lr, cfg.weight_decay)
-        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
-        total = self.trainer.estimated_stepping_batches
-        total = int(total) if total is not None and total != float("inf") else None
-        scheduler = warmup_cosine(optimizer, cfg.warmup_steps, total, cfg.min_lr_ratio)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return adamw_with_schedule(self, param_groups(self, cfg.lr, cfg.weight_decay), cfg)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.normalization is not None:

@@ -75,7 +75,8 @@ def evaluate(
         raise EvaluateError(f"unknown baselines {sorted(unknown)}; known: {', '.join(BASELINES)}")
     out = Path(out)
     cfg = _check_config(config, overrides or [])
-    if (init_from or linear_probe) and not _is_encoder_classifier(cfg):
+    encoder_classifier = _is_encoder_classifier(cfg)
+    if (init_from or linear_probe) and not encoder_classifier:
         raise EvaluateError(
             f"{cfg['model.class_path']} trains from scratch: --init_from and --linear_probe do not apply"
         )
@@ -85,7 +86,7 @@ def evaluate(
         cfg["model.init_args.linear_probe"] = True
     data = cfg["data"].as_dict()
     # the model's row in the tables: "encoder", or the braindecode network's name (EEGNet, ...)
-    method = MODEL_METHOD if _is_encoder_classifier(cfg) else str(cfg["model.init_args.network"])
+    method = MODEL_METHOD if encoder_classifier else str(cfg["model.init_args.network"])
     plan = {
         "config": str(config),
         "config_sha256": sha256_file(config),

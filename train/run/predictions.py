@@ -50,11 +50,13 @@ class HeldOutPredictions(Callback):
         labels = batch["labels"].detach().cpu()
         if labels.ndim != 1:
             return
+        keep = labels >= 0
         predicted = outputs["output"].detach().argmax(dim=-1).cpu()
-        for i in (labels >= 0).nonzero().flatten().tolist():
-            self._rows["sample_ids"].append(str(batch["sample_id"][i]))
-            self._rows["y_true"].append(int(labels[i]))
-            self._rows["y_pred"].append(int(predicted[i]))
+        self._rows["sample_ids"] += [
+            str(s) for s, k in zip(batch["sample_id"], keep.tolist(), strict=True) if k
+        ]
+        self._rows["y_true"] += labels[keep].tolist()
+        self._rows["y_pred"] += predicted[keep].tolist()
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or not self._rows.get("sample_ids"):
