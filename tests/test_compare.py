@@ -19,6 +19,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+import wandb
 from test_run_record import csv_column, train_run
 
 from neurotrain.train.report.compare import add_compare_parser, build_report
@@ -223,6 +224,9 @@ def test_sync_finds_offline_runs_and_fails_fast_offline(tmp_path: Path, monkeypa
     run_dir = tmp_path / "wb-run"
     monkeypatch.setenv("WANDB_MODE", "offline")
     train_run(run_dir, 0.1, epochs=1, wandb_mode="offline")
+    # Lightning's plain WandbLogger leaves the run open until the process exits; finishing it makes
+    # the W&B service flush the transaction log now (under load it may not have been written yet).
+    wandb.finish()
     wb_dir = Path(read_summary(run_dir)["wandb"]["dir"])
     assert find_offline_runs(tmp_path) == [wb_dir]
 
