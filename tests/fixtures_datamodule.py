@@ -31,9 +31,13 @@ def synthetic_shards(
     events: list[tuple[float, str]] | None = None,
     segment_seconds: float = 20.0,
     split_ratios: tuple[float, float, float] = (1.0, 0.0, 0.0),
+    evoked: dict[str, float] | None = None,
     **options: Any,
 ) -> Path:
-    """Shard one FIF recording per subject (``names`` channels) into ``root/name``; return the folder."""
+    """Shard one FIF recording per subject (``names`` channels) into ``root/name``; return the folder.
+
+    ``evoked``: label -> µV of a response after each such event (`synthetic.make_raw`).
+    """
     src = root / f"{name}-src"
     src.mkdir(parents=True, exist_ok=True)
     files = [
@@ -44,6 +48,7 @@ def synthetic_shards(
             names=names,
             seed=i,
             events=events,
+            evoked=evoked,
         )
         for i, s in enumerate(subjects)
     ]

@@ -21,8 +21,15 @@ def make_raw(
     seed: int = 0,
     names: list[str] | None = None,
     events: list[tuple[float, str]] | None = None,
+    evoked: dict[str, float] | None = None,
+    evoked_seconds: float = 0.4,
 ):
-    """An ``mne.io.RawArray`` of EEG in volts (~20 µV noise plus a 10 Hz rhythm) with annotations."""
+    """An ``mne.io.RawArray`` of EEG in volts (~20 µV noise plus a 10 Hz rhythm) with annotations.
+
+    ``evoked`` (event label -> µV) adds a response after each such event: ``evoked_seconds`` of
+    that amplitude on the first half of the channels and its negative on the second half, so
+    the classes are decodable from the window after onset.
+    """
     import mne
 
     rng = np.random.default_rng(seed)
@@ -30,6 +37,12 @@ def make_raw(
     n = int(seconds * sfreq)
     t = np.arange(n) / sfreq
     data = 20e-6 * rng.standard_normal((len(names), n)) + 10e-6 * np.sin(2 * np.pi * 10 * t)
+    for onset, label in events or []:
+        if evoked and label in evoked:
+            a, b = int(round(onset * sfreq)), int(round((onset + evoked_seconds) * sfreq))
+            half = len(names) // 2
+            data[:half, a:b] += evoked[label] * 1e-6
+            data[half:, a:b] -= evoked[label] * 1e-6
     info = mne.create_info(names, sfreq, "eeg")
     raw = mne.io.RawArray(data, info, verbose="error")
     if events:

@@ -94,7 +94,7 @@ def test_a_wrong_input_size_and_an_unknown_network_are_named() -> None:
         BraindecodeClassifierModule("EEGNeX", n_chans=4, n_times=100)  # type: ignore[arg-type]
 
 
-@pytest.mark.slow  # two fold fits of EEGNet (~40 s)
+@pytest.mark.slow  # two fold fits of EEGNet and their four control fits (~2 min)
 def test_evaluate_scores_a_braindecode_config_on_the_same_folds(eeg_shards: Path, tmp_path: Path) -> None:
     from test_fit import CONFIGS
 
@@ -118,5 +118,13 @@ def test_evaluate_scores_a_braindecode_config_on_the_same_folds(eeg_shards: Path
         run_config = (Path(rec["run"]) / "config.yaml").read_text()
         assert "BraindecodeClassifierModule" in run_config and "network: EEGNet" in run_config
     assert "| EEGNet |" in (out / "results.md").read_text()
+    # the controls of the one (so best) method are trained networks too, on the same folds
+    controls = results["controls"]
+    assert controls["method"] == "EEGNet" and set(controls["controls"]) == {"shuffled labels", "pre-stimulus"}
+    for name, c in controls["controls"].items():
+        assert [r["fold"] for r in c["per_fold"]] == ["sub-s01", "sub-s02"], name
+        for r in c["per_fold"]:
+            assert (out / "runs" / r["run"] / "summary.json").exists()
+    assert "| pre-stimulus |" in (out / "results.md").read_text()
     # a network trained from scratch has no pretrained encoder to start from
     assert main([*common[:-1], str(tmp_path / "other"), "--init_from", "x.ckpt", *extra]) == 2

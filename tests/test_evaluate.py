@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from fixtures_datamodule import synthetic_shards
@@ -16,8 +17,9 @@ from fixtures_datamodule import synthetic_shards
 from neurotrain.datamodules.loading.datamodule import ShardDataModule
 from neurotrain.datamodules.loading.selection import load_selection
 from neurotrain.train.cli import main
+from neurotrain.train.evaluation.controls import shuffled_selection
 from neurotrain.train.evaluation.folds import FoldError, plan_folds
-from neurotrain.train.evaluation.statistics import Interval, verdict
+from neurotrain.train.evaluation.statistics import Interval, balanced_accuracy, verdict
 
 SUBJECTS = ["s01", "s02", "s03"]
 EVENTS = [(0.7 + i, "face" if i % 2 else "house") for i in range(38)]
@@ -152,16 +154,28 @@ def test_evaluate_command_end_to_end(shards: Path, tmp_path: Path, capsys: pytes
     config = _tiny_config(tmp_path, shards)
     out = tmp_path / "eval"
     argv = ["evaluate", "--config", str(config), "--protocol", "cross-subject", "--folds", "2"]
-    argv += ["--seeds", "0", "--out", str(out), "--trainer.limit_train_batches=3"]
+    argv += ["--seeds", "0", "--out", str(out), "--controls", "none", "--baselines", "logreg", "xdawn_ts"]
+    argv += ["--trainer.limit_train_batches=3"]
     assert main(argv) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["protocol"] == "cross-subject" and results["seeds"] == [0]
-    assert len(results["folds_detail"]) == 2
+    assert len(results["folds_detail"]) == 2 and "controls" not in results
     methods = {"encoder", "logistic regression", "XDAWN + tangent space"}
     for rec in results["folds_detail"]:
         assert set(rec["scores"]) == methods
-        for scores in rec["scores"].values():
-            assert 0.0 <= scores["balanced_accuracy"] <= 1.0 and 0.0 <= scores["auroc"] <= 1.0
+        # Every logged score is the one its kept per-epoch predictions give.
+        kept = json.loads((out / "predictions" / f"{Path(rec['run']).name}.json").read_text())
+        for method, scores in rec["scores"].items():
+            p = kept[method]
+            assert scores["balanced_accuracy"] == pytest.approx(
+                balanced_accuracy(np.asarray(p["y_true"]), np.asarray(p["y_pred"])), abs=1e-6
+            )
+        # Identical inputs: the model's fit and the baselines read one channel list.
+        run_cfg = yaml.safe_load((Path(rec["run"]) / "config.yaml").read_text())
+        cached = json.loads((out / "baselines" / f"{Path(rec['run']).name}.json").read_text())
+        assert run_cfg["data"]["channels"] == rec["channels"]
+        assert all(c["channels"] == rec["channels"] for c in cached.values())
+        assert rec["n_channels"] == len(rec["channels"]) > 0
         sel = Path(rec["selection_file"])
         assert json.loads(sel.read_text())["val"]["subjects"] == rec["test_subjects"]
         run = json.loads((Path(rec["run"]) / "summary.json").read_text())
@@ -202,6 +216,12 @@ def test_evaluate_command_end_to_end(shards: Path, tmp_path: Path, capsys: pytes
         assert entry["verdict"] in {"beats", "below", "matches", "inconclusive"}
         assert entry["verdict"] == verdict(Interval(**diff), iv["margin"])
     assert "bootstrap intervals" in table and "| encoder − method [95% CI] |" in table
+    # MOABB's columns, one row per fold and method, in results.json and results.csv
+    assert len(results["rows"]) == 2 * len(methods)
+    assert {r["protocol"] for r in results["rows"]} == {"cross-subject"}
+    lines = (out / "results.csv").read_text().splitlines()
+    assert lines[0].split(",")[:6] == ["dataset", "protocol", "pipeline", "subject", "session", "score"]
+    assert len(lines) == 1 + len(results["rows"])
 
     # Same command again: every fold is kept, the results are identical.
     mtimes = [(Path(r["run"]) / "metrics.csv").stat().st_mtime for r in results["folds_detail"]]
@@ -215,3 +235,142 @@ def test_evaluate_command_end_to_end(shards: Path, tmp_path: Path, capsys: pytes
     other = ["evaluate", "--config", str(config), "--protocol", "cross-subject", "--folds", "3"]
     assert main([*other, "--out", str(out)]) == 2
     assert "folds" in capsys.readouterr().err
+
+
+def test_a_selections_labels_rule_relabels_what_the_loader_yields(shards: Path, events: list[dict]) -> None:
+    fold = plan_folds(events, "cross-subject", 3, seed=0)[0]
+    sel = shuffled_selection(fold.selection, events, seed=0)
+    dm = datamodule(shards, train_split="all", val_split="all", selection=sel)
+    dm.setup("fit")
+    shuffled = {}
+    for b in dm.eval_dataloader("train"):
+        for sid, y in zip(b["sample_id"], b["labels"].tolist(), strict=True):
+            shuffled[sid] = y
+    plain = datamodule(shards, train_split="all", val_split="all", selection=fold.selection)
+    plain.setup("fit")
+    original = {}
+    for b in plain.eval_dataloader("train"):
+        for sid, y in zip(b["sample_id"], b["labels"].tolist(), strict=True):
+            original[sid.rsplit(":", 1)[0]] = y
+    assert len(shuffled) == len(original) == fold.n_train
+    relabelled = {sid.rsplit(":", 1)[0]: y for sid, y in shuffled.items()}
+    assert set(relabelled) == set(original)  # the same epochs, other labels
+    assert sorted(relabelled.values()) == sorted(original.values())
+    assert sum(relabelled[k] != original[k] for k in original) > fold.n_train // 4
+    # the held-out part keeps its labels
+    val = [y for b in dm.val_dataloader() for y in b["labels"].tolist()]
+    assert val == [y for b in plain.val_dataloader() for y in b["labels"].tolist()]
+    with pytest.raises(ValueError, match="integer classes"):
+        load_selection({"train": {"subjects": ["s01"], "labels": {"x#0": "face"}}})
+
+
+def _evoked_shards(root: Path, name: str, alternating: bool) -> Path:
+    """Three subjects with a strong class response 0-0.4 s after each event, events every 0.7 s.
+
+    In alternating order the pre-stimulus window holds the previous (opposite) response. The
+    other order, face face house house ..., makes the previous stimulus as often the same class
+    as the other (the window reaches back to the previous response only), so it carries nothing.
+    """
+    pattern = ["house", "face"] if alternating else ["face", "face", "house", "house"]
+    labels = [pattern[i % len(pattern)] for i in range(55)]
+    events = [(0.7 + 0.7 * i, lb) for i, lb in enumerate(labels)]
+    return synthetic_shards(root, name, SUBJECTS, events=events, evoked={"face": 2.5, "house": -2.5})
+
+
+def _run_with_controls(shards: Path, tmp_path: Path, name: str) -> dict:
+    config = _tiny_config(tmp_path, shards)
+    out = tmp_path / name
+    argv = ["evaluate", "--config", str(config), "--protocol", "cross-subject", "--folds", "2"]
+    argv += ["--out", str(out), "--baselines", "logreg", "--trainer.limit_train_batches=2"]
+    assert main(argv) == 0
+    return json.loads((out / "results.json").read_text())
+
+
+def test_controls_sit_at_chance_without_a_leak_and_flag_one(tmp_path_factory: pytest.TempPathFactory) -> None:
+    root = tmp_path_factory.mktemp("controls")
+    random_order = _run_with_controls(_evoked_shards(root, "pairs", False), root, "eval-pairs")
+    # the response decodes: the best method (logistic regression here) is near perfect ...
+    controls = random_order["controls"]
+    assert controls["method"] == "logistic regression"
+    assert random_order["summary"]["logistic regression"]["balanced_accuracy"]["mean"] > 0.8
+    # ... and both controls sit at chance: nothing but the response carries the label
+    for name in ("shuffled labels", "pre-stimulus"):
+        c = controls["controls"][name]
+        assert c["verdict"] == "at chance", (name, c)
+        assert abs(c["score"]["estimate"] - c["chance"]) < 0.15
+    assert controls["window"] == [-0.5, 0.0]
+    assert "| pre-stimulus |" in (root / "eval-pairs" / "results.md").read_text()
+
+    # Alternating order: the window before a stimulus holds the previous, opposite, response,
+    # so the pre-stimulus control is far above chance, flagging what the main score also uses.
+    leak = _run_with_controls(_evoked_shards(root, "alternating", True), root, "eval-alternating")
+    pre = leak["controls"]["controls"]["pre-stimulus"]
+    assert pre["verdict"] == "above chance" and pre["score"]["estimate"] > 0.8
+    assert leak["controls"]["controls"]["shuffled labels"]["verdict"] == "at chance"
+
+
+def test_tuning_never_reads_the_scored_labels(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Selection on the inner split only: flipping every outer held-out label changes the scores
+    but not one chosen setting, of the model or of the baseline."""
+    import neurotrain.train.evaluation.evaluate as ev
+
+    root = tmp_path_factory.mktemp("tune")
+    shards = _evoked_shards(root, "pairs", False)
+    config = _tiny_config(root, shards)
+    argv = ["evaluate", "--config", str(config), "--protocol", "cross-subject", "--folds", "2", "--tune"]
+    argv += ["--baselines", "logreg", "--controls", "none", "--trainer.max_epochs=2"]
+    argv += ["--trainer.limit_train_batches=2"]
+    assert main([*argv, "--out", str(root / "clean")]) == 0
+    clean = json.loads((root / "clean" / "results.json").read_text())
+
+    plan = ev.plan_folds
+    label_of = {e["event"]: e["label"] for e in datamodule(shards).labelled_events("all")}
+
+    def poisoned(events, protocol, folds, seed):
+        out = plan(events, protocol, folds, seed)
+        for fold in out:
+            held = [e["event"] for e in events if e["subject"] in fold.test_subjects]
+            fold.selection["val"]["labels"] = {n: 1 - label_of[n] for n in held}
+        return out
+
+    monkeypatch.setattr(ev, "plan_folds", poisoned)
+    assert main([*argv, "--out", str(root / "poisoned")]) == 0
+    dirty = json.loads((root / "poisoned" / "results.json").read_text())
+    for a, b in zip(clean["folds_detail"], dirty["folds_detail"], strict=True):
+        assert a["inner"] == b["inner"] and a["inner"]["inner_by"] in ("subjects", "epochs")
+        assert a["tuning"] == b["tuning"]  # every inner score and every choice identical
+        assert set(a["tuning"]) == {"encoder", "logistic regression"}
+        assert len(a["tuning"]["encoder"]["table"]) == 3 * 2  # lr x 3, epochs 1..2
+        # the held-out labels were flipped: the scores are mirrored
+        lr_a = a["scores"]["logistic regression"]["balanced_accuracy"]
+        lr_b = b["scores"]["logistic regression"]["balanced_accuracy"]
+        assert lr_b == pytest.approx(1 - lr_a, abs=1e-9) and lr_a > 0.7
+        # no inner epoch is an outer held-out epoch
+        inner = json.loads(
+            Path(a["selection_file"]).with_name(Path(a["selection_file"]).stem + "-inner.json").read_text()
+        )
+        assert not set(inner["train"]["subjects"] + inner["val"]["subjects"]) & set(a["test_subjects"])
+    assert "chosen on each fold's inner split" in (root / "clean" / "results.md").read_text()
+
+
+def test_braindecode_networks_train_on_the_same_folds(shards: Path, tmp_path: Path) -> None:
+    config = _tiny_config(tmp_path, shards)
+    out = tmp_path / "nets"
+    argv = ["evaluate", "--config", str(config), "--protocol", "cross-subject", "--folds", "2"]
+    argv += ["--out", str(out), "--baselines", "--controls", "none", "--networks", "EEGNet"]
+    argv += ["--trainer.limit_train_batches=2"]
+    assert main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    for rec in results["folds_detail"]:
+        assert set(rec["scores"]) == {"encoder", "EEGNet"}
+        net = yaml.safe_load((Path(rec["run"] + "-eegnet") / "config.yaml").read_text())
+        enc = yaml.safe_load((Path(rec["run"]) / "config.yaml").read_text())
+        assert net["model"]["init_args"]["network"] == "EEGNet"
+        assert net["data"] == enc["data"] and net["trainer"]["max_epochs"] == enc["trainer"]["max_epochs"]
+        kept = json.loads((out / "predictions" / f"{Path(rec['run']).name}.json").read_text())
+        assert kept["EEGNet"]["sample_ids"] == kept["encoder"]["sample_ids"]
+    assert "EEGNet" in results["intervals"]["methods"]
+    argv[argv.index("EEGNet")] = "NoSuchNet"
+    assert main([*argv[:-1], "--out", str(tmp_path / "x")]) == 2

@@ -53,7 +53,14 @@ from neurotrain.datamodules.loading.remote import resolve
 from neurotrain.datamodules.loading.selection import apply_rule, event_id, load_selection
 from neurotrain.datamodules.loading.streaming import ShardStream
 from neurotrain.datamodules.loading.tar_index import CorruptShardError, Segment, index_shard
-from neurotrain.datamodules.loading.windows import WindowSpec, common_sfreq, kept_events, window_counts
+from neurotrain.datamodules.loading.windows import (
+    REJECT_REASONS,
+    WindowSpec,
+    common_sfreq,
+    kept_events,
+    rejection_counts,
+    window_counts,
+)
 
 __all__ = ["ShardDataModule", "ShardLoader"]
 
@@ -75,6 +82,15 @@ class ShardDataModule(pl.LightningDataModule):
         window_seconds: window length in windows mode.
         tmin, tmax: epoch bounds in seconds relative to the event onset (epochs mode).
         label_map: event name -> class; ``None`` numbers the manifest's ``labels.names``.
+        reject_bad_spans: epochs mode: leave out an epoch whose window ``[onset + tmin, onset +
+            tmax)`` overlaps a span annotated ``bad*`` (any case, e.g. ``BAD_break``,
+            ``bad_pylossless_ch_sd``: MNE's ``reject_by_annotation``; a zero-duration one counts as
+            a point). Only the segment's own annotations are seen: a span that starts in the
+            previous segment of the recording does not reject.
+        include_next_event: epochs mode: ``False`` (default) leaves out an epoch whose window
+            holds, after its onset, the onset of the next event in ``label_map`` (the next
+            stimulus: the window would hold the response to it); events of the neighbouring
+            segment are not seen. ``True`` keeps them. Counts: ``rejected_epochs``.
         channels: keep these channels, slot ``i`` = ``channels[i]`` in every sample.
         channel_types: keep only channels of these MNE types.
         max_channels: ``C_max`` when ``channels`` is not given (default: the largest kept set).
@@ -118,6 +134,8 @@ class ShardDataModule(pl.LightningDataModule):
         tmin: float = -0.2,
         tmax: float = 0.8,
         label_map: dict[str, int] | None = None,
+        reject_bad_spans: bool = True,
+        include_next_event: bool = False,
         channels: list[str] | None = None,
         channel_types: list[str] | None = None,
         max_channels: int | None = None,
@@ -225,15 +243,11 @@ class ShardDataModule(pl.LightningDataModule):
         """Every epoch the epochs mode cuts from ``split``: ``{"subject", "event", "label"}`` dicts.
 
         ``event`` is the name a ``selection`` uses (``"<sample key>#<i>"``), ``label`` the class
-        from the label map; events outside the map or too close to a segment edge are left out,
+        from the label map; events outside the map, too close to a segment edge, over a bad span
+        or holding the next stimulus (``reject_bad_spans``, ``include_next_event``) are left out,
         exactly as the loader leaves them out. Sorted by event name.
         """
-        if self.hparams.mode != "epochs":
-            raise ValueError("labelled_events needs mode='epochs' (windows carry no labels)")
-        if not self.manifests:
-            self._load_manifests()
-        segments = [s for s in self._index_split(split) if s.kind == "signal"]
-        spec = self._spec(common_sfreq(segments))
+        segments, spec = self._epoch_segments(split, "labelled_events")
         out = []
         for seg in segments:
             idx, _, labels = kept_events(seg.shape[1], float(seg.meta["sfreq"]), seg.events, spec)
@@ -243,7 +257,39 @@ class ShardDataModule(pl.LightningDataModule):
             ]
         return sorted(out, key=lambda e: e["event"])
 
+    def rejected_epochs(self, split: str = "all") -> dict[str, int]:
+        """How many epochs of ``split`` that would otherwise be cut are left out, per reason.
+
+        ``{"bad_span": n, "next_event": n}``: over a ``bad*`` span (``reject_bad_spans``), or
+        holding the next stimulus (``include_next_event`` False); an epoch failing both counts
+        under ``bad_span``. Events outside ``label_map`` or too close to a segment edge are not
+        counted (they never give an epoch). ``split`` as in ``labelled_events`` (no selection).
+        """
+        segments, spec = self._epoch_segments(split, "rejected_epochs")
+        return self._rejections(segments, spec)
+
     # ----------------------------------------------------------------------------- internals
+    def _epoch_segments(self, split: str, caller: str) -> tuple[list[Segment], WindowSpec]:
+        """The signal segments of ``split`` (manifest split name or ``"all"``) and their spec."""
+        if self.hparams.mode != "epochs":
+            raise ValueError(f"{caller} needs mode='epochs' (windows carry no labels)")
+        if not self.manifests:
+            self._load_manifests()
+        segments = [s for s in self._index_split(split) if s.kind == "signal"]
+        return segments, self._spec(common_sfreq(segments))
+
+    @staticmethod
+    def _rejections(segments: list[Segment], spec: WindowSpec) -> dict[str, int]:
+        total = dict.fromkeys(REJECT_REASONS, 0)
+        for seg in segments:
+            if seg.kind != "signal":
+                continue
+            for reason, n in rejection_counts(
+                seg.shape[1], float(seg.meta["sfreq"]), seg.events, spec
+            ).items():
+                total[reason] += n
+        return total
+
     def _trainer_or_none(self) -> pl.Trainer | None:
         try:
             return self.trainer
@@ -312,7 +358,15 @@ class ShardDataModule(pl.LightningDataModule):
                 return WindowSpec("windows", 0)  # volumes only: one item per sample, nothing to cut
             raise RuntimeError("no segments found; call setup() first and check the split names")
         if hp.mode == "epochs":
-            return WindowSpec("epochs", int(round((hp.tmax - hp.tmin) * sfreq)), hp.tmin, self.label_map)
+            return WindowSpec(
+                "epochs",
+                int(round((hp.tmax - hp.tmin) * sfreq)),
+                hp.tmin,
+                self.label_map,
+                tmax=hp.tmax,
+                reject_bad_spans=hp.reject_bad_spans,
+                include_next_event=hp.include_next_event,
+            )
         return WindowSpec("windows", int(round(hp.window_seconds * sfreq)))
 
     def _layouts(self, segments: list[Segment], pair: bool = False) -> list[Layout | None]:
@@ -359,6 +413,15 @@ class ShardDataModule(pl.LightningDataModule):
         segments = self._segments[which]
         spec = self._spec()
         counts = window_counts(segments, spec)
+        if spec.mode == "epochs":
+            rejected = self._rejections(segments, spec)
+            log.info(
+                "%s: %d epochs; left out %d over bad spans, %d holding the next stimulus",
+                which,
+                int(counts.sum()),
+                rejected["bad_span"],
+                rejected["next_event"],
+            )
         cfg = StreamConfig(
             batch_size=hp.batch_size,
             shuffle=shuffle,

@@ -89,7 +89,7 @@ class EventImages:
                 continue
             for ev in seg.events:
                 label = ev.get("label")
-                if label not in label_map:
+                if label not in label_map or ev.get("selected") is False:
                     continue
                 member = ev.get("image")
                 if member is None:

@@ -8,7 +8,10 @@ A selection maps a stage (``train``, ``val``, ``test``, ``predict``) to a rule::
 An event is named ``"<sample key>#<i>"``: the ``i``-th entry of that sample's ``events.json``.
 The name does not depend on ``tmin``/``tmax`` or the label map, so a fold written once selects
 the same epochs whatever window the model uses. Both keys in one rule keep the intersection.
-A stage without a rule keeps its whole split. ``ShardDataModule(selection=...)`` takes the
+A rule may also carry ``"labels": {"<event>": class, ...}``: those events are given that class
+instead of the label map's (the shuffled-label control of ``neurotrain evaluate`` permutes the
+training labels this way, so every method reads the same shuffled labels); the events it names
+must be labelled ones. A stage without a rule keeps its whole split. ``ShardDataModule(selection=...)`` takes the
 mapping itself or the path of a JSON file holding it (what ``neurotrain evaluate`` writes).
 """
 
@@ -21,9 +24,9 @@ from typing import Any
 
 from neurotrain.datamodules.loading.tar_index import Segment
 
-Selection = dict[str, dict[str, list[str]]]
+Selection = dict[str, dict[str, Any]]
 STAGES = ("train", "val", "test", "predict")
-RULE_KEYS = ("subjects", "events")
+RULE_KEYS = ("subjects", "events", "labels")
 
 
 def event_id(segment: Segment, index: int) -> str:
@@ -48,33 +51,53 @@ def load_selection(value: Selection | str | Path | None) -> Selection | None:
         if stage not in STAGES:
             raise ValueError(f"{source}: unknown stage {stage!r} (known: {', '.join(STAGES)})")
         if not isinstance(rule, dict) or not set(rule) <= set(RULE_KEYS) or not rule:
-            raise ValueError(f"{source}: {stage}: a rule has 'subjects' and/or 'events' lists, got {rule!r}")
+            raise ValueError(
+                f"{source}: {stage}: a rule has 'subjects' and/or 'events' lists (and 'labels'), got {rule!r}"
+            )
+        labels = rule.get("labels", {})
+        if not isinstance(labels, dict) or not all(
+            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) for k, v in labels.items()
+        ):
+            raise ValueError(f"{source}: {stage}.labels must map event names to integer classes")
         for key, names in rule.items():
+            if key == "labels":
+                continue
             if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
                 raise ValueError(f"{source}: {stage}.{key} must be a list of strings")
     return value
 
 
-def apply_rule(segments: list[Segment], rule: dict[str, list[str]] | None) -> list[Segment]:
+def apply_rule(segments: list[Segment], rule: dict[str, Any] | None) -> list[Segment]:
     """The segments (and, for an ``events`` rule, the events inside them) the rule keeps.
 
     Segments keep their index order. With an ``events`` rule a segment keeps only the named
-    events (the others are removed from its copy, so no window is cut around them) and a
-    segment left with none is dropped.
+    events: the others stay in its copy marked ``"selected": False``, so no window is cut around
+    them but they still count as bad spans and next stimuli (``windows.screen_events``), and an
+    event is cut exactly when it would be without the rule. A segment with none named is dropped.
     """
     if not rule:
         return segments
     subjects = set(rule["subjects"]) if "subjects" in rule else None
     events = set(rule["events"]) if "events" in rule else None
+    labels = rule.get("labels") or {}
     kept: list[Segment] = []
     for seg in segments:
         if subjects is not None and str(seg.meta.get("subject")) not in subjects:
             continue
         if events is not None:
-            chosen = [ev for i, ev in enumerate(seg.events) if event_id(seg, i) in events]
-            if not chosen:
+            chosen = [event_id(seg, i) in events for i in range(len(seg.events))]
+            if not any(chosen):
                 continue
-            seg = dataclasses.replace(seg, events=chosen)
+            marked = [
+                ev if c else {**ev, "selected": False} for ev, c in zip(seg.events, chosen, strict=True)
+            ]
+            seg = dataclasses.replace(seg, events=marked)
+        if labels:
+            relabelled = [
+                {**ev, "class": labels[event_id(seg, i)]} if event_id(seg, i) in labels else ev
+                for i, ev in enumerate(seg.events)
+            ]
+            seg = dataclasses.replace(seg, events=relabelled)
         kept.append(seg)
     return kept
 

@@ -1,19 +1,26 @@
 """``neurotrain evaluate``: a fine-tune config scored under a reproducible protocol, folds × seeds.
 
     neurotrain evaluate --config train/configs/eeg_finetune.yaml --protocol within-subject \\
-        --init_from checkpoints/pretrain/checkpoints/last.ckpt --seeds 0 1 2 --folds 5 --out eval/ws
+        --init_from checkpoints/pretrain/checkpoints/last.ckpt --seeds 0 1 2 --folds 5 --out eval/ws \\
+        --tune --compare_random --networks EEGNet
 
 The protocol's folds are planned once from the manifest's labelled epochs and ``--split_seed``
 (`folds`); for each training seed, each fold's selection is written to
-``OUT/folds/seed<S>/<fold>.json`` and the config is fine-tuned (or linear-probed) on the fold's
-training part, from ``--init_from`` when given, and scored on its held-out part after the final
-epoch (no model selection on held-out data). The classical baselines run on the identical epochs
-of every fold; every method's per-epoch predictions are kept (``OUT/predictions``) and give the
-bootstrap intervals and paired differences of `intervals`. Results:
+``OUT/folds/seed<S>/<fold>.json`` and every method reads the fold through one data section
+(`inputs`: same epochs, same channels, same normalisation). The config is fine-tuned (or
+linear-probed) on the fold's training part, from ``--init_from`` when given (and from random
+initialisation too with ``--compare_random``; braindecode networks with ``--networks``), and
+scored on its held-out part after the final epoch (no model selection on held-out data). With
+``--tune`` every trained method and baseline chooses its settings on an inner split of the
+fold's training part (`tuning`, `folds.inner_fold`). The classical baselines run on the
+identical epochs; every method's per-epoch predictions are kept (``OUT/predictions``) and give
+the bootstrap intervals and paired differences of `intervals`; the best method's shuffled-label
+and pre-stimulus controls (`controls`) sit beside them. Results:
 
-- ``OUT/results.json``: every fold's scores, the splits (subjects, counts, selection file and its
-  sha256), the manifests' sha256, the command, and mean ± std across folds and seeds;
-- ``OUT/results.md``: the same as Markdown tables;
+- ``OUT/results.json``: every fold's scores, settings chosen, the splits (subjects, counts,
+  selection file and its sha256, channels), the manifests' sha256, the command, mean ± std
+  across folds and seeds, intervals, controls, and MOABB-style ``rows``;
+- ``OUT/results.md``: the same as Markdown tables; ``OUT/results.csv``: the rows (`moabb_rows`);
 - a W&B run (``job_type=evaluate``; offline unless logged in) with the per-fold table and the means.
 
 Every fold is a normal run folder under ``OUT/runs`` (compare them with ``neurotrain compare``).
@@ -28,19 +35,52 @@ import json
 import math
 import shlex
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from jsonargparse import Namespace
 
 from neurotrain.datamodules.io.files import atomic_write_json, atomic_write_text, sha256_file
 from neurotrain.models.metric_names import CLASSIFICATION_METRICS as METRICS
-from neurotrain.train.evaluation.folds import PROTOCOLS, Fold, FoldError, plan_folds
-from neurotrain.train.evaluation.intervals import interval_lines, intervals
+from neurotrain.train.evaluation.baselines import BASELINES, TITLES
+from neurotrain.train.evaluation.controls import (
+    CONTROLS,
+    control_verdict,
+    permutation_seeds,
+    prestimulus_window,
+    shuffled_selection,
+)
+from neurotrain.train.evaluation.folds import PROTOCOLS, Fold, FoldError, inner_fold, plan_folds
+from neurotrain.train.evaluation.inputs import FoldInputError, fold_channels, fold_data
+from neurotrain.train.evaluation.intervals import control_lines, interval_lines, intervals
+from neurotrain.train.evaluation.moabb_rows import rows as moabb_rows
+from neurotrain.train.evaluation.moabb_rows import subject_sessions, to_csv
 from neurotrain.train.evaluation.scores import last_scores, print_scores
+from neurotrain.train.evaluation.statistics import (
+    FoldPredictions,
+    balanced_accuracy,
+    chance_level,
+    score_interval,
+)
+from neurotrain.train.evaluation.tuning import (
+    TuneError,
+    choose,
+    combinations,
+    has_key,
+    inner_scores,
+    load_grid,
+)
 from neurotrain.train.run.fit_once import fit_once, say
+from neurotrain.train.tracking.run_folder import read_summary
 
 MODEL_METHOD = "encoder"
+RANDOM_METHOD = "encoder, random init"
+CONTROL_CHOICES = ("best", "none")
+BASELINE_PERMUTATIONS = 5  # shuffled-label fits per fold run of a classical pipeline (seconds each)
+MODEL_PERMUTATIONS = 1  # ... of a trained network (minutes each; more training seeds give more)
 
 
 class EvaluateError(ValueError):
@@ -59,20 +99,36 @@ def evaluate(
     overrides: list[str] | None = None,
     wandb_project: str = "neurotrain",
     split_seed: int = 0,
+    tune: bool = False,
+    tune_grid: str | None = None,
+    controls: str = "best",
+    compare_random: bool = False,
+    only_folds: list[str] | None = None,
+    networks: list[str] | None = None,
 ) -> dict[str, Any]:
     """Run every fold of every seed (skipping finished ones) and write the results; return them.
 
     The folds are dealt once, by ``split_seed``; each of ``seeds`` re-runs the same folds with
-    another training seed, so the seeds of a fold are scored on identical epochs.
+    another training seed, so the seeds of a fold are scored on identical epochs. ``tune`` chooses
+    the model's grid (`tuning`) and the baselines' regularisation on each fold's inner split;
+    ``controls`` (``best`` | ``none``) runs the shuffled-label and pre-stimulus controls of the
+    best method; ``compare_random`` also fine-tunes from a random initialisation (with
+    ``init_from``), so what pretraining buys is a paired difference on the same folds.
+    ``only_folds`` runs only the folds of these names (the quickstart's one held-out subject).
+    ``networks`` adds braindecode's networks (EEGNet, ShallowFBCSPNet, Deep4Net), trained from
+    scratch by the same loop with the config's trainer settings on the same fold data.
     """
     from neurotrain.datamodules.loading.datamodule import ShardDataModule
-    from neurotrain.train.evaluation.baselines import BASELINES
 
     seeds = [0] if seeds is None else list(seeds)
     baselines = list(BASELINES if baselines is None else baselines)
     unknown = set(baselines) - set(BASELINES)
     if unknown:
         raise EvaluateError(f"unknown baselines {sorted(unknown)}; known: {', '.join(BASELINES)}")
+    if controls not in CONTROL_CHOICES:
+        raise EvaluateError(f"--controls is one of {', '.join(CONTROL_CHOICES)}, got {controls!r}")
+    if compare_random and not init_from:
+        raise EvaluateError("--compare_random compares against --init_from: give the pretrained checkpoint")
     out = Path(out)
     cfg = _check_config(config, overrides or [])
     encoder_classifier = _is_encoder_classifier(cfg)
@@ -80,13 +136,21 @@ def evaluate(
         raise EvaluateError(
             f"{cfg['model.class_path']} trains from scratch: --init_from and --linear_probe do not apply"
         )
-    if init_from:
-        cfg["model.init_args.init_from"] = init_from
     if linear_probe:
         cfg["model.init_args.linear_probe"] = True
+    grid = _grid(tune, tune_grid, cfg)
     data = cfg["data"].as_dict()
     # the model's row in the tables: "encoder", or the braindecode network's name (EEGNet, ...)
     method = MODEL_METHOD if encoder_classifier else str(cfg["model.init_args.network"])
+    variants = {method: Variant(cfg, init_from, "", grid)}  # the trained methods of every fold
+    if compare_random:
+        variants[RANDOM_METHOD] = Variant(cfg, None, "-random", grid)
+    for network in networks or []:
+        if network in variants:
+            raise EvaluateError(f"{network} is already the config's model; leave it out of --networks")
+        ncfg = _network_config(cfg, network)
+        ngrid = _grid(tune, None, ncfg)
+        variants[network] = Variant(ncfg, None, f"-{network.lower()}", ngrid)
     plan = {
         "config": str(config),
         "config_sha256": sha256_file(config),
@@ -98,58 +162,44 @@ def evaluate(
         "linear_probe": linear_probe,
         "baselines": baselines,
         "split_seed": split_seed,
+        "tune": tune,
+        "tune_grid": grid,
+        "run_controls": controls,
+        "compare_random": compare_random,
+        "only_folds": only_folds,
+        "networks": list(networks or []),
     }
     _claim(out, plan)
     dm = ShardDataModule(**{**data, "selection": None})
     events = dm.labelled_events("all")
+    rejected = dm.rejected_epochs("all")
     say(
         f"evaluate: {protocol}, {len(events)} labelled epochs of {len({e['subject'] for e in events})} subjects"
+        + "".join(f"; {n} left out ({why})" for why, n in rejected.items() if n)
     )
-    records: list[dict[str, Any]] = []
     planned = plan_folds(events, protocol, folds, split_seed)
+    if only_folds is not None:
+        missing = sorted(set(only_folds) - {f.name for f in planned})
+        if missing:
+            known = ", ".join(f.name for f in planned)
+            raise EvaluateError(f"no fold named {', '.join(missing)} in {protocol}; its folds: {known}")
+        planned = [f for f in planned if f.name in set(only_folds)]
+    records: list[dict[str, Any]] = []
     predictions: list[dict[str, Any]] = []  # per fold run: method -> per-epoch predictions
+    done: list[FoldRun] = []
     for seed in seeds:
         for i, fold in enumerate(planned):
-            tag = f"seed{seed}-{fold.name.replace('/', '-')}"
             say(
                 f"[seed {seed}, fold {i + 1}/{len(planned)}] {fold.name}: {fold.n_train} train / {fold.n_test} held-out epochs"
             )
-            selection = out / "folds" / f"seed{seed}" / f"{fold.name.replace('/', '-')}.json"
-            atomic_write_json(selection, fold.selection)
-            fold_cfg = cfg.clone()
-            for key, value in {
-                "data.selection": str(selection),
-                "data.train_split": "all",
-                "data.val_split": "all",
-                "data.seed": seed,
-                "seed_everything": seed,
-                "group": f"evaluate-{protocol}",
-                "tags": ["evaluate", protocol, f"seed{seed}"],
-                "save_top_k": 0,
-            }.items():
-                fold_cfg[key] = value
-            fit_once(out / "runs", tag, fold_cfg)
-            scores = {method: last_scores(out / "runs" / tag)}
-            predicted = _baselines(out, tag, data, selection, baselines, seed)
-            scores.update({title: p["scores"] for title, p in predicted.items()})
-            predictions.append(
-                {
-                    "fold": i,
-                    "seed": seed,
-                    "name": fold.name,
-                    "methods": _fold_predictions(out, tag, method, predicted),
-                }
+            run = _run_fold(
+                out, cfg, data, dm, events, protocol, fold, i, seed, split_seed, variants, grid, baselines
             )
-            records.append(
-                {
-                    "seed": seed,
-                    **fold.record(),
-                    "run": str(out / "runs" / tag),
-                    "selection_file": str(selection),
-                    "selection_sha256": sha256_file(selection),
-                    "scores": scores,
-                }
-            )
+            done.append(run)
+            predictions.append({"fold": i, "seed": seed, "name": fold.name, "methods": run.predictions})
+            records.append(run.record)
+    summary = summarize(records)
+    iv = intervals(predictions, method)
     results = {
         **plan,
         "command": "neurotrain evaluate " + shlex.join(sys.argv[2:] if sys.argv[1:2] == ["evaluate"] else []),
@@ -158,18 +208,172 @@ def evaluate(
             for d, m in zip(dm.datasets, dm.manifests, strict=True)
         ],
         "init_from_sha256": sha256_file(init_from) if init_from and Path(init_from).is_file() else None,
-        "scoring": "final epoch on each fold's held-out epochs; no model selection on them",
+        "scoring": "final epoch on each fold's held-out epochs; no model selection on them"
+        + ("; settings chosen on each fold's inner split" if tune else ""),
         "n_epochs": len(events),
+        "rejected_epochs": rejected,
         "folds_detail": records,
-        "summary": summarize(records),
-        "intervals": intervals(predictions, method),
+        "summary": summary,
+        "intervals": iv,
     }
+    if controls != "none":
+        best = max(summary, key=lambda m: summary[m]["balanced_accuracy"]["mean"])
+        results["controls"] = _controls(out, cfg, events, done, best)
+    sessions = subject_sessions(dm.manifests)
+    results["rows"] = moabb_rows(results, "+".join(str(m.get("dataset", "")) for m in dm.manifests), sessions)
     atomic_write_json(out / "results.json", results)
     atomic_write_text(out / "results.md", markdown(results))
+    atomic_write_text(out / "results.csv", to_csv(results["rows"]))
     _print_table(results)
     _log_wandb(out, results, wandb_project)
-    say(f"wrote {out / 'results.json'} and {out / 'results.md'}")
+    say(f"wrote {out / 'results.json'}, {out / 'results.md'} and {out / 'results.csv'}")
     return results
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One trained method of every fold: its config, checkpoint to start from, run-name suffix
+    and tuning grid (None: not tuned)."""
+
+    config: Namespace
+    init_from: str | None
+    suffix: str
+    grid: dict[str, list[Any]] | None
+
+
+def _network_config(cfg: Namespace, network: str) -> Namespace:
+    """braindecode's ``network`` (shipped ``eeg_eegnet`` config) with ``cfg``'s data, trainer and
+    class count: a deep baseline trained on the same fold data by the same loop."""
+    from neurotrain.models.modules.braindecode_classifier import NETWORKS
+    from neurotrain.train.run.configs import shipped_config
+    from neurotrain.train.run.lightning_cli import load_config
+
+    if network not in NETWORKS:
+        raise EvaluateError(f"unknown network {network!r}; known: {', '.join(NETWORKS)}")
+    ncfg = load_config(["--config", str(shipped_config("eeg_eegnet")), "--media_every_n_val=0"])
+    ncfg["model.init_args.network"] = network
+    ncfg["model.init_args.num_classes"] = cfg["model.init_args.num_classes"]
+    ncfg["data"] = cfg["data"].clone()
+    ncfg["trainer"] = cfg["trainer"].clone()
+    return ncfg
+
+
+@dataclass
+class FoldRun:
+    """One fold run (fold x seed) as the controls need it again."""
+
+    seed: int
+    index: int  # the outer fold's position in the plan
+    fold: Fold
+    tag: str
+    data: dict[str, Any]  # the fold's data section (selection, channels) every method read
+    configs: dict[str, Namespace]  # model method -> its fit config (tuned settings applied)
+    params: dict[str, dict[str, Any]]  # baseline name -> the settings it used
+    record: dict[str, Any]
+    predictions: dict[str, dict[str, list]]
+
+
+def _run_fold(
+    out: Path,
+    cfg: Namespace,
+    data: dict[str, Any],
+    dm: Any,
+    events: list[dict[str, Any]],
+    protocol: str,
+    fold: Fold,
+    index: int,
+    seed: int,
+    split_seed: int,
+    variants: dict[str, Variant],
+    grid: dict[str, list[Any]] | None,
+    baselines: list[str],
+) -> FoldRun:
+    """Fit (tuning first, when asked) every model variant and baseline of one fold; its record."""
+    name = fold.name.replace("/", "-")
+    tag = f"seed{seed}-{name}"
+    folder = out / "folds" / f"seed{seed}"
+    selection = folder / f"{name}.json"
+    atomic_write_json(selection, fold.selection)
+    channels = fold_channels(dm.manifests, fold.train_subjects + fold.test_subjects, data)
+    fdata = fold_data(data, selection, channels)
+    inner_data = None
+    inner_record = None
+    if grid is not None:
+        inner = inner_fold(fold, events, split_seed)
+        inner_selection = folder / f"{name}-inner.json"
+        atomic_write_json(inner_selection, inner.selection)
+        inner_data = fold_data(data, inner_selection, channels)
+        inner_record = inner.record()
+    configs: dict[str, Namespace] = {}
+    scores: dict[str, dict[str, float]] = {}
+    times: dict[str, float | None] = {}
+    tuning: dict[str, Any] = {}
+    model_predictions: dict[str, dict[str, list]] = {}
+    for method, v in variants.items():
+        suffix = v.suffix
+        base = _fold_config(v.config, fdata, protocol, seed, v.init_from)
+        if v.grid is not None:
+            tried = []
+            for k, combo in enumerate(combinations(v.grid)):
+                inner_cfg = _fold_config(v.config, inner_data, protocol, seed, v.init_from)
+                for key, value in combo.items():
+                    inner_cfg[key] = value
+                inner_tag = f"{tag}{suffix}-inner{k}"
+                fit_once(out / "runs", inner_tag, inner_cfg)
+                tried.append((combo, inner_scores(out / "runs" / inner_tag)))
+            tuned = choose(tried)
+            for key, value in tuned.chosen.items():
+                base[key] = value
+            tuning[method] = tuned.as_dict()
+        configs[method] = base
+        fit_once(out / "runs", tag + suffix, base)
+        scores[method] = last_scores(out / "runs" / (tag + suffix))
+        times[method] = (read_summary(out / "runs" / (tag + suffix)) or {}).get("duration_s")
+        model_predictions[method] = _model_predictions(out / "runs" / (tag + suffix))
+    predicted = _baselines(out, tag, fdata, baselines, seed, inner_data=inner_data)
+    params = {}
+    for bname in baselines:
+        entry = predicted[TITLES[bname]]
+        params[bname] = entry.get("params", {})
+        if "tuning" in entry:
+            tuning[TITLES[bname]] = {"chosen": entry["params"], "table": entry["tuning"]}
+    scores.update({title: p["scores"] for title, p in predicted.items()})
+    times.update({title: p.get("time") for title, p in predicted.items()})
+    methods = _fold_predictions(out, tag, model_predictions, predicted)
+    record = {
+        "seed": seed,
+        **fold.record(),
+        "run": str(out / "runs" / tag),
+        "selection_file": str(selection),
+        "selection_sha256": sha256_file(selection),
+        "channels": channels,
+        "n_channels": len(channels),
+        "scores": scores,
+        "times": times,
+    }
+    if grid is not None:
+        record["inner"] = inner_record
+        record["tuning"] = tuning
+    return FoldRun(seed, index, fold, tag, fdata, configs, params, record, methods)
+
+
+def _fold_config(
+    cfg: Namespace, fdata: dict[str, Any], protocol: str, seed: int, init_from: str | None
+) -> Namespace:
+    """The fit config of one fold: its data section, seeds, tags; no checkpoint kept but the last."""
+    fold_cfg = cfg.clone()
+    for key, value in {
+        **{f"data.{k}": v for k, v in fdata.items()},
+        "data.seed": seed,
+        "seed_everything": seed,
+        "group": f"evaluate-{protocol}",
+        "tags": ["evaluate", protocol, f"seed{seed}"],
+        "save_top_k": 0,
+    }.items():
+        fold_cfg[key] = value
+    if has_key(fold_cfg, "model.init_args.init_from"):
+        fold_cfg["model.init_args.init_from"] = init_from
+    return fold_cfg
 
 
 def summarize(records: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
@@ -208,6 +412,28 @@ def markdown(results: dict[str, Any]) -> str:
         cells = [f"{by_metric[m]['mean']:.3f} ± {by_metric[m]['std']:.3f}" for m in METRICS]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     lines += interval_lines(results.get("intervals"))
+    lines += control_lines(results.get("controls"))
+    rejected = results.get("rejected_epochs") or {}
+    if any(rejected.values()):
+        lines += [
+            "",
+            "Epochs left out before the folds: "
+            + ", ".join(f"{n} ({why})" for why, n in rejected.items())
+            + ".",
+        ]
+    tuned = [rec for rec in results["folds_detail"] if rec.get("tuning")]
+    if tuned:
+        lines += ["", "Settings chosen on each fold's inner split (never on its scored epochs):", ""]
+        lines += ["| seed | fold | inner split | method | chosen |", "| ---: | --- | --- | --- | --- |"]
+        for rec in tuned:
+            inner = rec.get("inner") or {}
+            split = f"{inner.get('inner_by', '')}: {inner.get('n_train', '?')} / {inner.get('n_test', '?')}"
+            for title, t in rec["tuning"].items():
+                chosen = ", ".join(
+                    f"{k.rsplit('.', 1)[-1]}={v:g}" if isinstance(v, float) else f"{k.rsplit('.', 1)[-1]}={v}"
+                    for k, v in t["chosen"].items()
+                )
+                lines.append(f"| {rec['seed']} | {rec['name']} | {split} | {title} | {chosen} |")
     lines += ["", "Per fold:", "", "| seed | fold | method | " + " | ".join(METRICS) + " |"]
     lines.append("| ---: | --- | --- |" + " ---: |" * len(METRICS))
     for rec in results["folds_detail"]:
@@ -248,6 +474,18 @@ def _is_encoder_classifier(cfg: Namespace) -> bool:
     return model is not None and issubclass(model, ClassifierModule)
 
 
+def _grid(tune: bool, path: str | None, cfg: Namespace) -> dict[str, list[Any]] | None:
+    """The model's tuning grid (None without ``--tune``); errors say which key is wrong."""
+    if not tune:
+        if path:
+            raise EvaluateError("--tune_grid needs --tune")
+        return None
+    try:
+        return load_grid(path, cfg)
+    except TuneError as exc:
+        raise EvaluateError(str(exc)) from exc
+
+
 def _claim(out: Path, plan: dict[str, Any]) -> None:
     """Record the settings in ``OUT/evaluate.json``; refuse a folder holding another evaluation."""
     path = out / "evaluate.json"
@@ -265,67 +503,172 @@ def _claim(out: Path, plan: dict[str, Any]) -> None:
 
 
 def _baselines(
-    out: Path, tag: str, data: dict[str, Any], selection: Path, names: list[str], seed: int
+    out: Path,
+    tag: str,
+    fdata: dict[str, Any],
+    names: list[str],
+    seed: int,
+    inner_data: dict[str, Any] | None = None,
+    params: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """The baselines' scores and per-epoch predictions on the fold's epochs, by title (cached in
-    ``OUT/baselines/<tag>.json``)."""
+    """The baselines' scores, settings, fit time and per-epoch predictions on the fold's epochs, by
+    title (cached in ``OUT/baselines/<tag>.json``).
+
+    They read ``fdata``, the data section the fold's model read (same selection, channels, window,
+    rejection, normalisation). With ``inner_data`` (the inner split, same channels) each baseline
+    tunes its settings there first; ``params`` gives settings chosen earlier instead.
+    """
     if not names:
         return {}
-    from neurotrain.train.evaluation.baselines import TITLES
-
     cache = out / "baselines" / f"{tag}.json"
     if cache.exists():  # in the order of ``names``, as a fresh run gives them
         cached = json.loads(cache.read_text())
         if all("sample_ids" in cached.get(TITLES[n], {}) for n in names):
             return {TITLES[n]: cached[TITLES[n]] for n in names}
-    from neurotrain.datamodules.loading.datamodule import ShardDataModule
     from neurotrain.train.evaluation.baselines import predict_on_loaders
 
-    dm = ShardDataModule(
-        **{
-            **data,
-            "selection": str(selection),
-            "train_split": "all",
-            "val_split": "all",
-            "drop_bad_channels": False,  # one montage across subjects, as the baselines need
-            "batch_size": 64,
-        }
-    )
-    dm.setup("fit")
-    predicted = predict_on_loaders(
-        names, dm.eval_dataloader("train"), dm.eval_dataloader("val"), dm.sfreq, seed=seed
-    )
+    dm = _datamodule(fdata)
+    inner = None
+    if inner_data is not None:
+        idm = _datamodule(inner_data)
+        inner = (idm.eval_dataloader("train"), idm.eval_dataloader("val"))
+    predicted: dict[str, dict[str, Any]] = {}
+    for n in names:
+        t0 = time.monotonic()
+        entry = predict_on_loaders(
+            [n],
+            dm.eval_dataloader("train"),
+            dm.eval_dataloader("val"),
+            dm.sfreq,
+            seed=seed,
+            **({"inner": inner} if inner is not None else {}),
+            **({"params": {n: params[n]}} if params and n in params else {}),
+        )[TITLES[n]]
+        entry["time"] = round(time.monotonic() - t0, 3)
+        entry["channels"] = list(fdata["channels"])
+        predicted[TITLES[n]] = entry
     atomic_write_json(cache, predicted)
     return predicted
 
 
+def _datamodule(fdata: dict[str, Any]) -> Any:
+    from neurotrain.datamodules.loading.datamodule import ShardDataModule
+
+    dm = ShardDataModule(**{**fdata, "batch_size": 64})
+    dm.setup("fit")
+    return dm
+
+
+def _model_predictions(run: Path) -> dict[str, list] | None:
+    """A model run's last-validation predictions (`read_predictions`), or None (an older run)."""
+    from neurotrain.train.run.predictions import read_predictions
+
+    model = read_predictions(run)
+    return None if model is None else {k: model[k] for k in ("sample_ids", "y_true", "y_pred")}
+
+
 def _fold_predictions(
-    out: Path, tag: str, method: str, baselines: dict[str, dict[str, Any]]
+    out: Path, tag: str, models: dict[str, dict[str, list] | None], baselines: dict[str, dict[str, Any]]
 ) -> dict[str, dict[str, list]]:
     """Every method's held-out predictions of one fold run, sorted by sample id (``OUT/predictions``).
 
-    The model's come from its run's last validation (`read_predictions`); a fold whose model and
-    baselines were scored on different epochs is refused, naming the fold.
+    The models' come from their runs' last validation; a fold whose methods were scored on
+    different epochs is refused, naming the fold.
     """
-    from neurotrain.train.run.predictions import read_predictions
-
-    methods: dict[str, dict[str, list]] = {}
-    model = read_predictions(out / "runs" / tag)
-    if model is not None:
-        methods[method] = {k: model[k] for k in ("sample_ids", "y_true", "y_pred")}
+    methods: dict[str, dict[str, list]] = {m: p for m, p in models.items() if p is not None}
     for title, p in baselines.items():
-        rows = sorted(zip(p["sample_ids"], p["y_true"], p["y_pred"], strict=True))
-        methods[title] = {
-            "sample_ids": [r[0] for r in rows],
-            "y_true": [r[1] for r in rows],
-            "y_pred": [r[2] for r in rows],
-        }
+        methods[title] = _sorted_predictions(p)
     ids = {title: m["sample_ids"] for title, m in methods.items()}
     if len({tuple(v) for v in ids.values()}) > 1:
         counts = ", ".join(f"{t}: {len(v)}" for t, v in ids.items())
         raise EvaluateError(f"fold run {tag}: the methods were scored on different epochs ({counts})")
     atomic_write_json(out / "predictions" / f"{tag}.json", methods)
     return methods
+
+
+def _sorted_predictions(p: dict[str, Any]) -> dict[str, list]:
+    rows = sorted(zip(p["sample_ids"], p["y_true"], p["y_pred"], strict=True))
+    return {
+        "sample_ids": [r[0] for r in rows],
+        "y_true": [r[1] for r in rows],
+        "y_pred": [r[2] for r in rows],
+    }
+
+
+def _controls(
+    out: Path,
+    cfg: Namespace,
+    events: list[dict[str, Any]],
+    done: list[FoldRun],
+    best: str,
+) -> dict[str, Any]:
+    """The shuffled-label and pre-stimulus controls of ``best`` on every fold run (`controls`).
+
+    Each control reuses the settings the fold chose for ``best`` (not re-tuned); its scores get a
+    bootstrap interval and a verdict against the chance level of its own held-out labels.
+    """
+    by_title = {TITLES[n]: n for n in BASELINES}
+    say(f"controls: shuffled labels and pre-stimulus window for {best}")
+    tmin, tmax = prestimulus_window(float(cfg["data.tmin"]), float(cfg["data.tmax"]))
+    result: dict[str, Any] = {"method": best, "window": [tmin, tmax], "controls": {}}
+    for control in CONTROLS:
+        preds: list[FoldPredictions] = []
+        per_fold = []
+        for run in done:
+            short = "shuffled" if control == "shuffled labels" else "prestim"
+            ctag = f"{run.tag}-control-{short}"
+            data = dict(run.data)
+            model = best in run.configs
+            if control == "shuffled labels":
+                n = MODEL_PERMUTATIONS if model else BASELINE_PERMUTATIONS
+                variants = []
+                for k, pseed in enumerate(permutation_seeds(run.seed, n)):
+                    stem = Path(run.data["selection"]).stem
+                    path = Path(run.data["selection"]).with_name(f"{stem}-shuffled{k}.json")
+                    atomic_write_json(path, shuffled_selection(run.fold.selection, events, pseed))
+                    variants.append((f"{ctag}{k}", pseed, {**data, "selection": str(path)}))
+            else:
+                variants = [(ctag, run.seed, {**data, "tmin": tmin, "tmax": tmax})]
+            for vtag, vseed, vdata in variants:
+                if model:
+                    ccfg = run.configs[best].clone()
+                    for key, value in vdata.items():
+                        ccfg[f"data.{key}"] = value
+                    fit_once(out / "runs", vtag, ccfg)
+                    p = _model_predictions(out / "runs" / vtag)
+                    if p is None:
+                        raise EvaluateError(f"control run {vtag} left no predictions")
+                else:
+                    name = by_title[best]
+                    p = _sorted_predictions(
+                        _baselines(out, vtag, vdata, [name], run.seed, params={name: run.params[name]})[best]
+                    )
+                preds.append(
+                    FoldPredictions(run.index, vseed, tuple(p["sample_ids"]), p["y_true"], p["y_pred"])
+                )
+                per_fold.append(
+                    {
+                        "seed": run.seed,
+                        "fold": run.fold.name,
+                        "run": vtag,
+                        "n_test": len(p["sample_ids"]),
+                        "balanced_accuracy": balanced_accuracy(
+                            np.asarray(p["y_true"]), np.asarray(p["y_pred"])
+                        ),
+                    }
+                )
+        first = min(fp.seed for fp in preds)
+        labels = [y for fp in preds if fp.seed == first for y in fp.y_true]
+        chance = chance_level(labels)
+        score = score_interval(preds)
+        result["controls"][control] = {
+            "score": score.as_dict(),
+            "chance": chance,
+            "n_epochs": len(labels),
+            "verdict": control_verdict(score, chance),
+            "per_fold": per_fold,
+        }
+    return result
 
 
 def _print_table(results: dict[str, Any]) -> None:
@@ -404,6 +747,35 @@ def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--baselines", nargs="*", default=None, help="classical baselines on the same folds (default: all)"
     )
+    p.add_argument(
+        "--tune",
+        action="store_true",
+        help="choose settings on each fold's inner split: the model's grid and epochs, the baselines' regularisation",
+    )
+    p.add_argument(
+        "--tune_grid",
+        "--tune-grid",
+        default=None,
+        help="YAML: config key -> values (default: lr x 1/3, 1, 3)",
+    )
+    p.add_argument(
+        "--controls",
+        choices=CONTROL_CHOICES,
+        default="best",
+        help="shuffled-label and pre-stimulus controls of the best method (default), or none",
+    )
+    p.add_argument(
+        "--compare_random",
+        "--compare-random",
+        action="store_true",
+        help="also fine-tune from a random initialisation: pretrained - random with its interval",
+    )
+    p.add_argument(
+        "--networks",
+        nargs="*",
+        default=[],
+        help="braindecode networks trained on the same folds (EEGNet ShallowFBCSPNet Deep4Net)",
+    )
     p.add_argument("--out", default="evaluate", help="output folder (default ./evaluate)")
     p.add_argument("--wandb_project", default="neurotrain")
     p.set_defaults(handler=_run, accepts_extra=True)
@@ -414,17 +786,22 @@ def _run(args: argparse.Namespace) -> int:
         evaluate(
             args.config,
             args.protocol,
-            args.seeds,
-            args.folds,
-            args.out,
-            args.init_from,
-            args.linear_probe,
-            args.baselines,
-            args.extra,
-            args.wandb_project,
-            args.split_seed,
+            seeds=args.seeds,
+            folds=args.folds,
+            out=args.out,
+            init_from=args.init_from,
+            linear_probe=args.linear_probe,
+            baselines=args.baselines,
+            overrides=args.extra,
+            wandb_project=args.wandb_project,
+            split_seed=args.split_seed,
+            tune=args.tune,
+            tune_grid=args.tune_grid,
+            controls=args.controls,
+            compare_random=args.compare_random,
+            networks=args.networks,
         )
-    except (EvaluateError, FoldError) as exc:
+    except (EvaluateError, FoldError, FoldInputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

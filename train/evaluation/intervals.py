@@ -83,3 +83,25 @@ def interval_lines(iv: dict[str, Any] | None) -> list[str]:
         else:
             lines.append(f"| {title} | {cell} | | |")
     return lines
+
+
+def control_lines(controls: dict[str, Any] | None) -> list[str]:
+    """The Markdown table of an evaluation's controls (`train.evaluation.controls`; empty without)."""
+    if not controls:
+        return []
+    lo, hi = controls["window"]
+    lines = [
+        "",
+        f"Controls of {controls['method']} (the best method): training labels shuffled within subject, "
+        f"and the window {lo:g} to {hi:g} s before the stimulus. Near chance is what they should score.",
+        "",
+        "| control | balanced accuracy [95% CI] | chance | held-out epochs | verdict |",
+        "| --- | --- | ---: | ---: | --- |",
+    ]
+    for name, c in controls["controls"].items():
+        s = c["score"]
+        lines.append(
+            f"| {name} | {s['estimate']:.3f} [{s['low']:.3f}, {s['high']:.3f}] | {c['chance']:.3f} | "
+            f"{c['n_epochs']} | {c['verdict']} |"
+        )
+    return lines
