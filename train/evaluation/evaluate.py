@@ -722,6 +722,9 @@ def _log_wandb(out: Path, results: dict[str, Any], project: str) -> None:
             for m, stats in by_metric.items():
                 run.summary[f"{method}/{m}_mean"] = stats["mean"]
                 run.summary[f"{method}/{m}_std"] = stats["std"]
+        for name, c in (results.get("controls") or {}).get("controls", {}).items():
+            run.summary[f"control/{name}/balanced_accuracy"] = c["score"]["estimate"]
+            run.summary[f"control/{name}/verdict"] = c["verdict"]
     finally:
         run.finish()
     if mode == "offline":
