@@ -293,11 +293,13 @@ def test_controls_sit_at_chance_without_a_leak_and_flag_one(tmp_path_factory: py
     controls = random_order["controls"]
     assert controls["method"] == "logistic regression"
     assert random_order["summary"]["logistic regression"]["balanced_accuracy"]["mean"] > 0.8
-    # ... and both controls sit at chance: nothing but the response carries the label
+    # ... and both controls sit near chance: nothing but the response carries the label. (Their
+    # verdicts read "at chance" here, but a 95% interval of a score at chance excludes it 5% of the
+    # time, so the test asks for the estimate, far from the main score, and no "above chance".)
     for name in ("shuffled labels", "pre-stimulus"):
         c = controls["controls"][name]
-        assert c["verdict"] == "at chance", (name, c)
-        assert abs(c["score"]["estimate"] - c["chance"]) < 0.15
+        assert abs(c["score"]["estimate"] - c["chance"]) < 0.1, (name, c)
+        assert c["verdict"] != "above chance" or c["score"]["low"] - c["chance"] < 0.02, (name, c)
     assert controls["window"] == [-0.5, 0.0]
     assert "| pre-stimulus |" in (root / "eval-pairs" / "results.md").read_text()
 
@@ -306,7 +308,8 @@ def test_controls_sit_at_chance_without_a_leak_and_flag_one(tmp_path_factory: py
     leak = _run_with_controls(_evoked_shards(root, "alternating", True), root, "eval-alternating")
     pre = leak["controls"]["controls"]["pre-stimulus"]
     assert pre["verdict"] == "above chance" and pre["score"]["estimate"] > 0.8
-    assert leak["controls"]["controls"]["shuffled labels"]["verdict"] == "at chance"
+    shuffled = leak["controls"]["controls"]["shuffled labels"]
+    assert abs(shuffled["score"]["estimate"] - shuffled["chance"]) < 0.06
 
 
 def test_tuning_never_reads_the_scored_labels(
