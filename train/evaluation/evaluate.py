@@ -525,20 +525,23 @@ def _baselines(
         cached = json.loads(cache.read_text())
         if all("sample_ids" in cached.get(TITLES[n], {}) for n in names):
             return {TITLES[n]: cached[TITLES[n]] for n in names}
-    from neurotrain.train.evaluation.baselines import predict_on_loaders
+    from neurotrain.train.evaluation.baselines import collect_labelled_epochs, predict_on_loaders
 
+    # Each part's epochs are read once; every baseline fits on the same arrays (its time: fit and
+    # predict, tuning included, not the read).
     dm = _datamodule(fdata)
+    train, test = (collect_labelled_epochs(dm.eval_dataloader(part)) for part in ("train", "val"))
     inner = None
     if inner_data is not None:
         idm = _datamodule(inner_data)
-        inner = (idm.eval_dataloader("train"), idm.eval_dataloader("val"))
+        inner = tuple(collect_labelled_epochs(idm.eval_dataloader(part)) for part in ("train", "val"))
     predicted: dict[str, dict[str, Any]] = {}
     for n in names:
         t0 = time.monotonic()
         entry = predict_on_loaders(
             [n],
-            dm.eval_dataloader("train"),
-            dm.eval_dataloader("val"),
+            train,
+            test,
             dm.sfreq,
             seed=seed,
             **({"inner": inner} if inner is not None else {}),
