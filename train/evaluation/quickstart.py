@@ -72,15 +72,16 @@ def quickstart(
     runs = out / "runs"
     pretrain = pretrain_config(shards, budget, pretrain_scope)
     say(f"[3/5] pretraining ({budget.pretrain_steps} steps, {pretrain_scope})")
-    pre = fit_once(
-        runs, f"pretrain-{pretrain_scope}" if pretrain_scope != "train-only" else "pretrain", pretrain
-    )
+    # one run and one evaluation folder per scope, so switching scope in one DIR keeps both
+    suffix = "" if pretrain_scope == "train-only" else f"-{pretrain_scope}"
+    pre = fit_once(runs, f"pretrain{suffix}", pretrain)
+    evaluated = out / f"evaluate{suffix}"
     say("[4/5] face vs house: fine-tunes from the pretrained encoder and from scratch, baselines, controls")
     evaluation = evaluate(
         shipped_config("eeg_finetune"),
         "leave-one-subject-out",
         seeds=[0],
-        out=out / "evaluate",
+        out=evaluated,
         init_from=str(pre),
         overrides=finetune_overrides(shards, budget),
         compare_random=True,
@@ -95,14 +96,14 @@ def quickstart(
         "n_test": evaluation["folds_detail"][0]["n_test"],
         "n_channels": evaluation["folds_detail"][0]["n_channels"],
         "budget": budget.__dict__,
-        "evaluation": str(out / "evaluate" / "results.json"),
+        "evaluation": str(evaluated / "results.json"),
     }
     atomic_write_json(out / "results.json", results, sort_keys=False)
     say("[5/5] report")
     from neurotrain.train.report.compare import build_report
 
     build_report(
-        [runs, out / "evaluate" / "runs"],
+        [runs, evaluated / "runs"],
         out / "report.html",
         title="neurotrain quickstart",
         tables=[results_table(results)],
