@@ -23,10 +23,10 @@ labels. A control's verdict: "at chance" when its 95% interval contains the chan
 
 from __future__ import annotations
 
-import hashlib
 from collections import defaultdict
 from typing import Any
 
+from neurotrain.train.evaluation.folds import rank
 from neurotrain.train.evaluation.statistics import Interval
 
 CONTROLS = ("shuffled labels", "pre-stimulus")
@@ -54,7 +54,7 @@ def shuffled_selection(
     labels: dict[str, int] = {}
     for subject in sorted(by_subject):
         mine = sorted(by_subject[subject], key=lambda e: e["event"])
-        order = sorted(mine, key=lambda e: _rank(seed, f"shuffle:{e['event']}"))
+        order = sorted(mine, key=lambda e: rank(seed, f"shuffle:{e['event']}"))
         labels.update({e["event"]: int(o["label"]) for e, o in zip(mine, order, strict=True)})
     return {**selection, "train": {**rule, "labels": labels}}
 
@@ -74,7 +74,3 @@ def control_verdict(score: Interval, chance: float) -> str:
     if score.low <= chance <= score.high:
         return "at chance"
     return "above chance" if score.low > chance else "below chance"
-
-
-def _rank(seed: int, name: str) -> str:
-    return hashlib.sha256(f"{seed}:{name}".encode()).hexdigest()

@@ -193,7 +193,7 @@ def evaluate(
                 f"[seed {seed}, fold {i + 1}/{len(planned)}] {fold.name}: {fold.n_train} train / {fold.n_test} held-out epochs"
             )
             run = _run_fold(
-                out, cfg, data, dm, events, protocol, fold, i, seed, split_seed, variants, grid, baselines
+                out, data, dm, events, protocol, fold, i, seed, split_seed, variants, tune, baselines
             )
             done.append(run)
             predictions.append({"fold": i, "seed": seed, "name": fold.name, "methods": run.predictions})
@@ -275,7 +275,6 @@ class FoldRun:
 
 def _run_fold(
     out: Path,
-    cfg: Namespace,
     data: dict[str, Any],
     dm: Any,
     events: list[dict[str, Any]],
@@ -285,7 +284,7 @@ def _run_fold(
     seed: int,
     split_seed: int,
     variants: dict[str, Variant],
-    grid: dict[str, list[Any]] | None,
+    tune: bool,
     baselines: list[str],
 ) -> FoldRun:
     """Fit (tuning first, when asked) every model variant and baseline of one fold; its record."""
@@ -298,7 +297,7 @@ def _run_fold(
     fdata = fold_data(data, selection, channels)
     inner_data = None
     inner_record = None
-    if grid is not None:
+    if tune:
         inner = inner_fold(fold, events, split_seed)
         inner_selection = folder / f"{name}-inner.json"
         atomic_write_json(inner_selection, inner.selection)
@@ -351,7 +350,7 @@ def _run_fold(
         "scores": scores,
         "times": times,
     }
-    if grid is not None:
+    if tune:
         record["inner"] = inner_record
         record["tuning"] = tuning
     return FoldRun(seed, index, fold, tag, fdata, configs, params, record, methods)

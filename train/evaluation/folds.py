@@ -81,7 +81,7 @@ def plan_folds(events: list[dict[str, Any]], protocol: str, folds: int, seed: in
             raise FoldError(
                 f"cross-subject with {folds} folds needs 2 <= folds <= subjects ({len(subjects)})"
             )
-        order = sorted(subjects, key=lambda s: _rank(seed, s))
+        order = sorted(subjects, key=lambda s: rank(seed, s))
         groups = [sorted(order[k::folds]) for k in range(folds)]
     out = []
     for k, test in enumerate(groups):
@@ -118,7 +118,7 @@ def _within(subject: str, events: list[dict[str, Any]], folds: int, seed: int) -
     assign: dict[str, int] = {}
     offset = 0
     for label in sorted(by_class):
-        names = sorted(by_class[label], key=lambda n: _rank(seed, n))
+        names = sorted(by_class[label], key=lambda n: rank(seed, n))
         for j, n in enumerate(names):
             assign[n] = (offset + j) % folds  # continuing the deal keeps fold sizes within 1
         offset += len(names)
@@ -162,7 +162,7 @@ def inner_fold(fold: Fold, events: list[dict[str, Any]], seed: int, share: float
     train_events = _training_events(fold, events)
     cross = not set(fold.train_subjects) & set(fold.test_subjects)
     if cross and len(fold.train_subjects) >= 2:
-        order = sorted(fold.train_subjects, key=lambda s: _rank(seed, f"inner:{s}"))
+        order = sorted(fold.train_subjects, key=lambda s: rank(seed, f"inner:{s}"))
         held = sorted(order[: min(len(order) - 1, max(1, round(share * len(order))))])
         kept = [s for s in fold.train_subjects if s not in held]
         return _inner(fold, train_events, kept, held, {"subjects": kept}, {"subjects": held}, "subjects")
@@ -176,7 +176,7 @@ def inner_fold(fold: Fold, events: list[dict[str, Any]], seed: int, share: float
                 f"fold {fold.name}: subject {subject} has {len(names)} training epoch(s) of class {label}; "
                 "an inner split needs at least 2"
             )
-        names = sorted(names, key=lambda n: _rank(seed, f"inner:{n}"))
+        names = sorted(names, key=lambda n: rank(seed, f"inner:{n}"))
         held_events += names[: min(len(names) - 1, max(1, round(share * len(names))))]
     held_set = set(held_events)
     kept_events = sorted(ev["event"] for ev in train_events if ev["event"] not in held_set)
@@ -230,7 +230,8 @@ def _inner(
     )
 
 
-def _rank(seed: int, name: str) -> str:
+def rank(seed: int, name: str) -> str:
+    """The sort key of ``name`` in the deal of ``seed``: sha256 of ``"<seed>:<name>"`` (no library RNG)."""
     return hashlib.sha256(f"{seed}:{name}".encode()).hexdigest()
 
 

@@ -18,6 +18,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from neurotrain.datamodules.format.channel_types import SIGNAL_MODALITIES
+
 
 class FoldInputError(ValueError):
     """The fold's recordings share no usable channel."""
@@ -40,7 +42,7 @@ def fold_channels(
     for manifest in manifests:
         sets = {cs["id"]: cs for cs in manifest.get("channel_sets", [])}
         for rec in manifest.get("recordings", []):
-            if str(rec.get("subject")) not in wanted or rec.get("modality", "eeg") not in _SIGNAL:
+            if str(rec.get("subject")) not in wanted or rec.get("modality", "eeg") not in SIGNAL_MODALITIES:
                 continue
             cs = sets[rec["channel_set"]]
             bads = set(rec.get("bad_channels") or []) if drop_bad else set()
@@ -73,6 +75,3 @@ def fold_data(data: dict[str, Any], selection: str | Path, channels: list[str]) 
         "val_split": "all",
         "channels": list(channels),
     }
-
-
-_SIGNAL = ("eeg", "meg", "ieeg", "seeg", "ecog")
