@@ -224,10 +224,14 @@ def test_sync_finds_offline_runs_and_fails_fast_offline(tmp_path: Path, monkeypa
     run_dir = tmp_path / "wb-run"
     monkeypatch.setenv("WANDB_MODE", "offline")
     train_run(run_dir, 0.1, epochs=1, wandb_mode="offline")
-    # Lightning's plain WandbLogger leaves the run open until the process exits; finishing it makes
-    # the W&B service flush the transaction log now (under load it may not have been written yet).
+    # Lightning's plain WandbLogger leaves the run open until the process exits, and the W&B service
+    # writes the transaction log asynchronously: under load it may still hold only its header here
+    # (seen twice in CI, once after wandb.finish()). Wait for the first record, as a user would.
     wandb.finish()
     wb_dir = Path(read_summary(run_dir)["wandb"]["dir"])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(f.stat().st_size > 7 for f in wb_dir.glob("run-*.wandb")):
+        time.sleep(0.2)
     assert find_offline_runs(tmp_path) == [wb_dir]
 
     assert run_cli(add_sync_parser, ["sync", str(tmp_path), "--dry-run"]) == 0
