@@ -377,3 +377,44 @@ def test_braindecode_networks_train_on_the_same_folds(shards: Path, tmp_path: Pa
     assert "EEGNet" in results["intervals"]["methods"]
     argv[argv.index("EEGNet")] = "NoSuchNet"
     assert main([*argv[:-1], "--out", str(tmp_path / "x")]) == 2
+
+
+def test_aligned_variant_joins_a_finished_evaluation(shards: Path, tmp_path: Path) -> None:
+    config = _tiny_config(tmp_path, shards)
+    out = tmp_path / "aligned"
+    argv = ["evaluate", "--config", str(config), "--protocol", "cross-subject", "--folds", "2"]
+    argv += ["--out", str(out), "--baselines", "logreg_ea", "--controls", "none"]
+    argv += ["--trainer.limit_train_batches=2"]
+    assert main(argv) == 0
+    first = json.loads((out / "results.json").read_text())
+    mtimes = {r["run"]: (Path(r["run"]) / "metrics.csv").stat().st_mtime for r in first["folds_detail"]}
+    # Adding a method (or seeds, or networks) to a finished folder keeps its runs and adds the new.
+    assert main([*argv, "--compare_aligned"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert json.loads((out / "evaluate.json").read_text())["compare_aligned"] is True
+    for rec in results["folds_detail"]:
+        assert (Path(rec["run"]) / "metrics.csv").stat().st_mtime == mtimes[rec["run"]]
+        assert set(rec["scores"]) == {"encoder", "encoder, aligned", "logistic regression, aligned"}
+        aligned = yaml.safe_load((Path(rec["run"] + "-aligned") / "config.yaml").read_text())
+        plain = yaml.safe_load((Path(rec["run"]) / "config.yaml").read_text())
+        assert aligned["data"]["recenter"] == "euclidean" and plain["data"]["recenter"] == "none"
+        assert {k: v for k, v in aligned["data"].items() if k != "recenter"} == {
+            k: v for k, v in plain["data"].items() if k != "recenter"
+        }
+        kept = json.loads((out / "predictions" / f"{Path(rec['run']).name}.json").read_text())
+        assert kept["encoder, aligned"]["sample_ids"] == kept["logistic regression, aligned"]["sample_ids"]
+    assert "encoder, aligned" in results["intervals"]["methods"]
+    # a config that re-centres already has nothing to compare against
+    assert (
+        main(
+            [
+                *argv[:-1],
+                "--trainer.limit_train_batches=2",
+                "--data.recenter=euclidean",
+                "--compare_aligned",
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
+        == 2
+    )

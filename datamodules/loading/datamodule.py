@@ -49,6 +49,7 @@ from neurotrain.datamodules.loading.images import EventImages
 from neurotrain.datamodules.loading.loader import ShardLoader, resume_position
 from neurotrain.datamodules.loading.normalize import normalization_from_manifest, type_table
 from neurotrain.datamodules.loading.plan import StreamConfig
+from neurotrain.datamodules.loading.recentring import RECENTER_CHOICES, Recentring, RecentringFit
 from neurotrain.datamodules.loading.remote import resolve
 from neurotrain.datamodules.loading.selection import apply_rule, event_id, load_selection
 from neurotrain.datamodules.loading.streaming import ShardStream
@@ -97,6 +98,11 @@ class ShardDataModule(pl.LightningDataModule):
         drop_bad_channels: leave channels listed in ``meta.bad_channels`` out (masked).
         normalize: apply the manifest statistics per channel type.
         normalization: a table recorded by an earlier run (a checkpoint) to use instead.
+        recenter: ``"euclidean"`` re-centres each subject's windows after normalisation (Euclidean
+            alignment: ``x <- R_s^{-1/2} x`` with ``R_s`` the subject's mean window covariance in
+            that stage, fitted in a pass over the stage's windows at set-up; signals only, never
+            labels; see ``datamodules/loading/recentring.py``). The cross-subject adaptation the
+            evaluation's aligned baselines use, on the same epochs. ``"none"`` (default): off.
         batch_size: windows per batch.
         num_workers: batch builders; 0 builds them in the loop's own thread.
         worker_mode: ``"threads"`` (default) builds batches in threads of the training process:
@@ -142,6 +148,7 @@ class ShardDataModule(pl.LightningDataModule):
         drop_bad_channels: bool = True,
         normalize: bool = True,
         normalization: dict[str, Any] | None = None,
+        recenter: Literal["none", "euclidean"] = "none",
         batch_size: int = 64,
         num_workers: int = 0,
         worker_mode: Literal["threads", "processes"] = "threads",
@@ -167,6 +174,8 @@ class ShardDataModule(pl.LightningDataModule):
             raise ValueError(f"tmax ({tmax}) must be greater than tmin ({tmin})")
         if images and mode != "epochs":
             raise ValueError("images pairs each event epoch with its stimulus: use mode='epochs'")
+        if recenter not in RECENTER_CHOICES:
+            raise ValueError(f"recenter is one of {', '.join(RECENTER_CHOICES)}, got {recenter!r}")
         self.save_hyperparameters()
         self.datasets = [str(d) for d in datasets]
         self.manifests: list[dict[str, Any]] = []
@@ -176,6 +185,7 @@ class ShardDataModule(pl.LightningDataModule):
         self.selection = load_selection(selection)
         self._segments: dict[str, list[Segment]] = {}
         self._streams: dict[str, ShardStream] = {}
+        self.recentring: dict[str, dict[str, Recentring]] = {}  # stage -> subject -> alignment
         self._resume: dict[str, Any] | None = None
         self._epoch_counter = 0
         self.sfreq: float | None = None
@@ -422,17 +432,7 @@ class ShardDataModule(pl.LightningDataModule):
                 rejected["bad_span"],
                 rejected["next_event"],
             )
-        cfg = StreamConfig(
-            batch_size=hp.batch_size,
-            shuffle=shuffle,
-            shuffle_buffer=hp.shuffle_buffer,
-            seed=hp.seed,
-            drop_last=shuffle,
-            weights=hp.weights if shuffle else None,
-            on_corrupt=hp.on_corrupt,
-            check_finite=hp.check_finite,
-            normalize=hp.normalize,
-        )
+        cfg = self._stream_config(shuffle)
         rank, world = self._rank_world()
         processes = hp.num_workers if hp.worker_mode == "processes" else 0
         stream = ShardStream(
@@ -444,8 +444,56 @@ class ShardDataModule(pl.LightningDataModule):
         if hp.images:
             stream.images = EventImages(segments, spec, hp.image_size)
             stream.images.check()
+        if hp.recenter != "none":
+            stream.recentring, stream.stage = self._fit_recentring(which, segments, counts, spec), which
         self._streams[which] = stream
         return stream
+
+    def _stream_config(self, shuffle: bool) -> StreamConfig:
+        """Batch order and bad-sample handling: shuffled training (last partial batch dropped,
+        dataset weights applied), or every window in stored order."""
+        hp = self.hparams
+        return StreamConfig(
+            batch_size=hp.batch_size,
+            shuffle=shuffle,
+            shuffle_buffer=hp.shuffle_buffer,
+            seed=hp.seed,
+            drop_last=shuffle,
+            weights=hp.weights if shuffle else None,
+            on_corrupt=hp.on_corrupt,
+            check_finite=hp.check_finite,
+            normalize=hp.normalize,
+        )
+
+    def _fit_recentring(
+        self, which: str, segments: list[Segment], counts, spec: WindowSpec
+    ) -> dict[str, Recentring]:
+        """Each subject's alignment in stage ``which``, from one pass over all its windows.
+
+        The pass reads every window of the stage in stored order (no crops, no shuffle, no rank
+        split: every rank fits the same matrices) with the stage's normalisation; done once per
+        stage and kept in ``self.recentring``.
+        """
+        if which in self.recentring:
+            return self.recentring[which]
+        if any(s.kind != "signal" for s in segments):
+            raise ValueError("recenter applies to signals; these segments hold volumes")
+        hp = self.hparams
+        probe = ShardStream(
+            segments, counts, self._layouts(segments), spec, self._stream_config(False), self.c_max
+        )
+        fit = RecentringFit(self.c_max)
+        for batch in probe.iter_threads(max(1, hp.num_workers)):
+            fit.add(batch)
+        table = fit.table()
+        log.info(
+            "%s: re-centred %d subjects (%s windows)",
+            which,
+            len(table),
+            ", ".join(f"{s}: {r.windows}" for s, r in sorted(table.items())),
+        )
+        self.recentring[which] = table
+        return table
 
     def _loader(self, which: str, shuffle: bool) -> DataLoader:
         stream = self._stream(which, shuffle)

@@ -37,6 +37,7 @@ from neurotrain.datamodules.loading.plan import (
     resume_point,
     worker_batches,
 )
+from neurotrain.datamodules.loading.recentring import Recentring, apply_recentring
 from neurotrain.datamodules.loading.tar_index import CorruptShardError, Segment, SegmentReader
 from neurotrain.datamodules.loading.windows import WindowSpec
 
@@ -144,6 +145,9 @@ class ShardStream(IterableDataset):
     pair_layouts: list[Layout | None] | None = None
     pair_c_max: int = 0
     images: EventImages | None = None
+    # Per-subject re-centring of ``signal`` (``recentring``), fitted on this stage's windows.
+    recentring: dict[str, Recentring] | None = None
+    stage: str = ""
     # Per-segment metadata as arrays and lists (``_segment_table``), built on first use.
     _table: SegmentTable | None = field(default=None, init=False, repr=False)
 
@@ -281,6 +285,8 @@ class ShardStream(IterableDataset):
             f"{keys[i]}@{st}" if lb < 0 else f"{keys[i]}@{st}:{lb}"
             for i, st, lb in zip(seg_ids, starts, label.tolist(), strict=True)
         ]
+        if self.recentring is not None:
+            apply_recentring(batch, self.recentring, self.stage)
         if self.pair_layouts is not None or self.images is not None:
             self._paired(batch, seg_ids, starts, label.tolist(), windows)
         return batch

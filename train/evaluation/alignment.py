@@ -39,16 +39,9 @@ from __future__ import annotations
 
 import numpy as np
 
-try:  # pyriemann >= 0.12 (the ``pyriemann.utils`` modules are deprecated there)
-    from pyriemann.geometry.base import invsqrtm
-    from pyriemann.geometry.covariance import covariances
-    from pyriemann.geometry.mean import mean_euclid
-except ImportError:  # older pyriemann
-    from pyriemann.utils.base import invsqrtm
-    from pyriemann.utils.covariance import covariances
-    from pyriemann.utils.mean import mean_euclid
+from neurotrain.datamodules.loading.recentring import SHRINKAGE, covariance_sum, recentring_from_mean
 
-SHRINKAGE = 0.01  # share of the scaled identity mixed into each group's reference covariance
+__all__ = ["SHRINKAGE", "euclidean_align", "recentring_matrix", "reference_covariance"]
 
 
 def reference_covariance(x: np.ndarray, shrinkage: float = SHRINKAGE) -> np.ndarray:
@@ -61,12 +54,18 @@ def reference_covariance(x: np.ndarray, shrinkage: float = SHRINKAGE) -> np.ndar
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 3 or len(x) == 0:
         raise ValueError(f"expected epochs [N, C, T] with N >= 1, got shape {x.shape}")
-    return shrunk_covariance(mean_euclid(covariances(x, estimator="scm")), shrinkage=shrinkage)
+    return shrunk_covariance(covariance_sum(x) / len(x), shrinkage=shrinkage)
 
 
 def recentring_matrix(x: np.ndarray, shrinkage: float = SHRINKAGE) -> np.ndarray:
-    """One group's alignment matrix ``R^{-1/2} [C, C]`` (symmetric), from its epochs ``x [N, C, T]``."""
-    return invsqrtm(reference_covariance(x, shrinkage))
+    """One group's alignment matrix ``R^{-1/2} [C, C]`` (symmetric), from its epochs ``x [N, C, T]``.
+
+    The same function the loader's ``recenter="euclidean"`` uses (`datamodules/loading/recentring`),
+    so a re-centred model and a re-centred baseline see identical inputs."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 3 or len(x) == 0:
+        raise ValueError(f"expected epochs [N, C, T] with N >= 1, got shape {x.shape}")
+    return recentring_from_mean(covariance_sum(x) / len(x), shrinkage)
 
 
 def euclidean_align(x: np.ndarray, groups: np.ndarray, shrinkage: float = SHRINKAGE) -> np.ndarray:

@@ -25,7 +25,8 @@ and pre-stimulus controls (`controls`) sit beside them. Results:
 
 Every fold is a normal run folder under ``OUT/runs`` (compare them with ``neurotrain compare``).
 Re-running the same command skips finished folds and resumes an interrupted one; ``OUT`` refuses
-an evaluation with other settings than the one it holds.
+an evaluation with other settings than the one it holds, except more (or fewer) ``--seeds``,
+``--networks`` and ``--compare_aligned``: those add runs beside the finished ones, which are kept.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import math
 import shlex
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,10 @@ from neurotrain.train.tracking.run_folder import read_summary
 
 MODEL_METHOD = "encoder"
 RANDOM_METHOD = "encoder, random init"
+ALIGNED_METHOD = "encoder, aligned"  # the same fine-tune on per-subject re-centred input
+# Settings a folder's evaluation may change on a re-run: each adds (or leaves out) runs keyed by
+# seed and method, so the runs already finished stay valid and are kept.
+EXTENSIBLE = ("seeds", "networks", "compare_aligned")
 CONTROL_CHOICES = ("best", "none")
 BASELINE_PERMUTATIONS = 5  # shuffled-label fits per fold run of a classical pipeline (seconds each)
 MODEL_PERMUTATIONS = 1  # ... of a trained network (minutes each; more training seeds give more)
@@ -105,6 +110,7 @@ def evaluate(
     compare_random: bool = False,
     only_folds: list[str] | None = None,
     networks: list[str] | None = None,
+    compare_aligned: bool = False,
 ) -> dict[str, Any]:
     """Run every fold of every seed (skipping finished ones) and write the results; return them.
 
@@ -117,6 +123,8 @@ def evaluate(
     ``only_folds`` runs only the folds of these names (the quickstart's one held-out subject).
     ``networks`` adds braindecode's networks (EEGNet, ShallowFBCSPNet, Deep4Net), trained from
     scratch by the same loop with the config's trainer settings on the same fold data.
+    ``compare_aligned`` also runs the config on per-subject re-centred input (``data.recenter:
+    euclidean``, Euclidean alignment: the adaptation the aligned baselines get, on the same epochs).
     """
     from neurotrain.datamodules.loading.datamodule import ShardDataModule
 
@@ -145,6 +153,11 @@ def evaluate(
     variants = {method: Variant(cfg, init_from, "", grid)}  # the trained methods of every fold
     if compare_random:
         variants[RANDOM_METHOD] = Variant(cfg, None, "-random", grid)
+    if compare_aligned:
+        if data.get("recenter", "none") != "none":
+            raise EvaluateError("--compare_aligned adds re-centring; the config already has data.recenter")
+        aligned = ALIGNED_METHOD if encoder_classifier else f"{method}, aligned"
+        variants[aligned] = Variant(cfg, init_from, "-aligned", grid, {"recenter": "euclidean"})
     for network in networks or []:
         if network in variants:
             raise EvaluateError(f"{network} is already the config's model; leave it out of --networks")
@@ -168,6 +181,7 @@ def evaluate(
         "compare_random": compare_random,
         "only_folds": only_folds,
         "networks": list(networks or []),
+        "compare_aligned": compare_aligned,
     }
     _claim(out, plan)
     dm = ShardDataModule(**{**data, "selection": None})
@@ -239,6 +253,7 @@ class Variant:
     init_from: str | None
     suffix: str
     grid: dict[str, list[Any]] | None
+    data: dict[str, Any] = field(default_factory=dict)  # data settings on top of the fold's
 
 
 def _network_config(cfg: Namespace, network: str) -> Namespace:
@@ -268,6 +283,7 @@ class FoldRun:
     tag: str
     data: dict[str, Any]  # the fold's data section (selection, channels) every method read
     configs: dict[str, Namespace]  # model method -> its fit config (tuned settings applied)
+    method_data: dict[str, dict[str, Any]]  # model method -> the data section it read
     params: dict[str, dict[str, Any]]  # baseline name -> the settings it used
     record: dict[str, Any]
     predictions: dict[str, dict[str, list]]
@@ -308,13 +324,16 @@ def _run_fold(
     times: dict[str, float | None] = {}
     tuning: dict[str, Any] = {}
     model_predictions: dict[str, dict[str, list]] = {}
+    method_data: dict[str, dict[str, Any]] = {}
     for method, v in variants.items():
         suffix = v.suffix
-        base = _fold_config(v.config, fdata, protocol, seed, v.init_from)
+        method_data[method] = {**fdata, **v.data}
+        base = _fold_config(v.config, method_data[method], protocol, seed, v.init_from)
         if v.grid is not None:
             tried = []
             for k, combo in enumerate(combinations(v.grid)):
-                inner_cfg = _fold_config(v.config, inner_data, protocol, seed, v.init_from)
+                vinner = {**inner_data, **v.data}
+                inner_cfg = _fold_config(v.config, vinner, protocol, seed, v.init_from)
                 for key, value in combo.items():
                     inner_cfg[key] = value
                 inner_tag = f"{tag}{suffix}-inner{k}"
@@ -353,7 +372,7 @@ def _run_fold(
     if tune:
         record["inner"] = inner_record
         record["tuning"] = tuning
-    return FoldRun(seed, index, fold, tag, fdata, configs, params, record, methods)
+    return FoldRun(seed, index, fold, tag, fdata, configs, method_data, params, record, methods)
 
 
 def _fold_config(
@@ -490,15 +509,25 @@ def _claim(out: Path, plan: dict[str, Any]) -> None:
     path = out / "evaluate.json"
     if path.exists():
         before = json.loads(path.read_text())
-        if before != plan:
-            changed = sorted(k for k in set(before) | set(plan) if before.get(k) != plan.get(k))
+        changed = sorted(k for k in set(before) | set(plan) if before.get(k) != _default(k, plan.get(k)))
+        fixed = [k for k in changed if k not in EXTENSIBLE]
+        if fixed:
             raise EvaluateError(
-                f"{out} holds an evaluation with other settings ({', '.join(changed)}); "
+                f"{out} holds an evaluation with other settings ({', '.join(fixed)}); "
                 "choose another --out or delete it"
             )
+        if changed:  # more seeds or methods: the finished runs of the others are kept
+            say(f"evaluate: continuing the evaluation in {out} with new {', '.join(changed)}")
+            atomic_write_json(path, plan)
+            return
         say(f"evaluate: continuing the evaluation in {out}")
         return
     atomic_write_json(path, plan)
+
+
+def _default(key: str, value: Any) -> Any:
+    """``value``, or what a folder written before ``key`` existed holds for it (nothing)."""
+    return None if key == "compare_aligned" and value is False else value
 
 
 def _baselines(
@@ -619,8 +648,8 @@ def _controls(
         for run in done:
             short = "shuffled" if control == "shuffled labels" else "prestim"
             ctag = f"{run.tag}-control-{short}"
-            data = dict(run.data)
             model = best in run.configs
+            data = dict(run.method_data[best] if model else run.data)
             if control == "shuffled labels":
                 n = MODEL_PERMUTATIONS if model else BASELINE_PERMUTATIONS
                 variants = []
@@ -781,6 +810,12 @@ def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
         default=[],
         help="braindecode networks trained on the same folds (EEGNet ShallowFBCSPNet Deep4Net)",
     )
+    p.add_argument(
+        "--compare_aligned",
+        "--compare-aligned",
+        action="store_true",
+        help="also run the config on per-subject re-centred input (Euclidean alignment, data.recenter)",
+    )
     p.add_argument("--out", default="evaluate", help="output folder (default ./evaluate)")
     p.add_argument("--wandb_project", default="neurotrain")
     p.set_defaults(handler=_run, accepts_extra=True)
@@ -805,6 +840,7 @@ def _run(args: argparse.Namespace) -> int:
             controls=args.controls,
             compare_random=args.compare_random,
             networks=args.networks,
+            compare_aligned=args.compare_aligned,
         )
     except (EvaluateError, FoldError, FoldInputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
