@@ -51,6 +51,8 @@ def test_quickstart_fast_runs_end_to_end_and_resumes_after_sigkill(tmp_path: Pat
     evaluation = json.loads(Path(results["evaluation"]).read_text())
     (fold,) = evaluation["folds_detail"]
     assert fold["test_subjects"] == ["s02"] and fold["train_subjects"] == ["s01"]
+    # the default pretraining read s01 only: evaluate reads that back from the checkpoint
+    assert evaluation["pretraining"]["subjects"] == ["s01"] and fold["pretrain_scope"] == "train-only"
     kept = json.loads((out / "evaluate" / "predictions" / "seed0-sub-s02.json").read_text())
     assert set(kept) == METHODS and len({tuple(p["sample_ids"]) for p in kept.values()}) == 1
     assert fold["n_channels"] == 128 - 9  # the bad channels of either subject (3 and 7, C10 in both) left out

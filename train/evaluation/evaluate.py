@@ -19,7 +19,8 @@ and pre-stimulus controls (`controls`) sit beside them. Results:
 
 - ``OUT/results.json``: every fold's scores, settings chosen, the splits (subjects, counts,
   selection file and its sha256, channels), the manifests' sha256, the command, mean ± std
-  across folds and seeds, intervals, controls, and MOABB-style ``rows``;
+  across folds and seeds, intervals, controls, what an ``--init_from`` checkpoint was pretrained on (each
+  fold's ``pretrain_scope``, `pretraining`), and MOABB-style ``rows``;
 - ``OUT/results.md``: the same as Markdown tables; ``OUT/results.csv``: the rows (`moabb_rows`);
 - a W&B run (``job_type=evaluate``; offline unless logged in) with the per-fold table and the means.
 
@@ -59,6 +60,7 @@ from neurotrain.train.evaluation.inputs import FoldInputError, fold_channels, fo
 from neurotrain.train.evaluation.intervals import control_lines, interval_lines, intervals
 from neurotrain.train.evaluation.moabb_rows import rows as moabb_rows
 from neurotrain.train.evaluation.moabb_rows import subject_sessions, to_csv
+from neurotrain.train.evaluation.pretraining import fold_scope, pretraining_scope, scope_line
 from neurotrain.train.evaluation.scores import last_scores, print_scores
 from neurotrain.train.evaluation.statistics import (
     FoldPredictions,
@@ -192,6 +194,7 @@ def evaluate(
         + "".join(f"; {n} left out ({why})" for why, n in rejected.items() if n)
     )
     planned = plan_folds(events, protocol, folds, split_seed)
+    scope = pretraining_scope(init_from, dm.manifests)  # what the checkpoint's pretraining read
     if only_folds is not None:
         missing = sorted(set(only_folds) - {f.name for f in planned})
         if missing:
@@ -209,6 +212,8 @@ def evaluate(
             run = _run_fold(
                 out, data, dm, events, protocol, fold, i, seed, split_seed, variants, tune, baselines
             )
+            if scope is not None:
+                run.record["pretrain_scope"] = fold_scope(scope, fold.test_subjects)
             done.append(run)
             predictions.append({"fold": i, "seed": seed, "name": fold.name, "methods": run.predictions})
             records.append(run.record)
@@ -222,6 +227,7 @@ def evaluate(
             for d, m in zip(dm.datasets, dm.manifests, strict=True)
         ],
         "init_from_sha256": sha256_file(init_from) if init_from and Path(init_from).is_file() else None,
+        "pretraining": scope,
         "scoring": "final epoch on each fold's held-out epochs; no model selection on them"
         + ("; settings chosen on each fold's inner split" if tune else ""),
         "n_epochs": len(events),
@@ -420,6 +426,7 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         f"Config `{results['config']}`, seeds {results['seeds']}, "
         f"{len(results['folds_detail'])} fold runs; {results['scoring']}.",
+        *scope_line(results),
         "",
         "Mean ± std across folds and seeds:",
         "",
