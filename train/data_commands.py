@@ -72,7 +72,7 @@ def shard_parser() -> ArgumentParser:
         nargs="*",
         default=[],
         metavar="SOURCE",
-        help="BIDS root, folder, recording file, or example:NAME (eeg, fmri, fmri_rest, t1); "
+        help="BIDS root, folder, recording file, or example:NAME (eeg, fmri, fmri_rest, t1, ieeg); "
         "one or more, none with --merge",
     )
     parser.add_argument("--out", metavar="DIR", help="output folder (created; required unless --merge)")

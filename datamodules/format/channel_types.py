@@ -40,6 +40,18 @@ UNIT_SCALE: dict[str, tuple[str, float]] = {
 
 SIGNAL_MODALITIES = ("eeg", "meg", "ieeg")
 
+# A channel whose amplitudes are implausible for its type's stored unit (no unit in the file, or a
+# wrong one) is stored as read, with this unit (`sharding/readers/units.py`).
+UNKNOWN_UNIT = "unknown"
+
+
+def stats_key(ch_type: str, unit: str | None) -> str:
+    """The statistics entry a channel is normalised with: its type, or ``"<type>@<unit>"`` when its
+    unit is not the type's stored one (``"ecog@unknown"``), so such channels are never normalised
+    with the constants of channels in µV, fT or fT/cm."""
+    stored = UNIT_SCALE.get(ch_type, (None, 1.0))[0]
+    return ch_type if unit is None or stored is None or unit == stored else f"{ch_type}@{unit}"
+
 
 def type_index(ch_type: str) -> int:
     """Index of an MNE channel type in ``CHANNEL_TYPES``; unknown types map to ``"misc"``."""

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import get_worker_info
 
-from neurotrain.datamodules.format.channel_types import type_index
+from neurotrain.datamodules.format.channel_types import stats_key, type_index
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,8 @@ def make_layout(
     drop_bad: bool,
     norm: dict[str, tuple[float, float]] | None,
 ) -> Layout:
-    """Layout of one sample's channel set; ``norm`` maps channel type -> (center, scale)."""
+    """Layout of one sample's channel set; ``norm`` maps a statistics key (``stats_key``: the channel
+    type, or ``"<type>@<unit>"`` for a channel not in its type's stored unit) -> (center, scale)."""
     names = list(meta["ch_names"])
     types = list(meta["ch_types"])
     keep = kept_channels(meta, channel_types, drop_bad)
@@ -110,10 +111,12 @@ def make_layout(
     type_idx = np.zeros(c_max, dtype=np.int64)
     center = np.zeros(c_max, dtype=np.float32)
     inv_scale = np.ones(c_max, dtype=np.float32)
+    units = meta.get("units") or [None] * len(types)
     for row, slot in zip(keep, slot_of, strict=True):
         type_idx[slot] = type_index(types[row])
-        if norm is not None and types[row] in norm:
-            c, s = norm[types[row]]
+        key = stats_key(types[row], units[row])  # "ecog@unknown": normalised apart from µV channels
+        if norm is not None and key in norm:
+            c, s = norm[key]
             center[slot] = c
             inv_scale[slot] = 1.0 / s if s > 0 else 1.0
     return Layout(runs, full, channel_mask, positions, position_mask, type_idx, center, inv_scale)

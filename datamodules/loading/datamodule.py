@@ -392,7 +392,12 @@ class ShardDataModule(pl.LightningDataModule):
             if s.kind == "volume":
                 out.append(None)
                 continue
-            key = (s.dataset, tuple(s.meta["ch_names"]), tuple(s.meta.get("bad_channels") or []))
+            key = (
+                s.dataset,
+                tuple(s.meta["ch_names"]),
+                tuple(s.meta.get("bad_channels") or []),
+                tuple(s.meta.get("units") or []),
+            )
             if key not in cache:
                 norm = norms[s.dataset] if norms is not None else None
                 cache[key] = make_layout(s.meta, c_max, channels, types, hp.drop_bad_channels, norm)

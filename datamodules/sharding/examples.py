@@ -62,6 +62,9 @@ class ExampleDataset:
     checksums: dict[str, str] = field(default_factory=dict)
     exclude_suffixes: tuple[str, ...] = ()
     only_checksummed: bool = False
+    # A pure-Python wheel whose metadata asks for a newer Python than this one: pip download then
+    # needs ``--python-version`` to fetch it (its data files are read, the code is never run).
+    python_version: str | None = None
 
     @property
     def wheel_name(self) -> str:
@@ -123,6 +126,28 @@ DATASETS: dict[str, ExampleDataset] = {
         wheel_sha256="9f4eb729e1bde7c68fc8eeb9f1a1360ce8ff6957c61fb1405ec7ec49e5d4d692",
         checksums={"ch2.nii.gz": "a3d28a3397a8c3cd099a2d41d8e3ed8dba5b7430d759aded7b19c7e8cdb6e2ac"},
         only_checksummed=True,
+    ),
+    "ieeg": ExampleDataset(
+        package="py-neuromodulation",
+        version="0.1.7",
+        prefix="py_neuromodulation/data/",
+        description="BIDS iEEG, 1 subject: 6 ECoG + 3 DBS channels @ 1000 Hz (19 s) with MNI "
+        "positions, and grip force (MOV_RIGHT) as a continuous target",
+        wheel_url=_FILES + "86/f7/a53b471d5b6ac303e7682761f935faad055bf7958b41bbccf00c89263f1c/"
+        "py_neuromodulation-0.1.7-py3-none-any.whl",
+        wheel_sha256="1f70517a0359d4fd171d53854f3cc7fcff18386ca87bd54cb46d341b4b4b91eb",
+        checksums={
+            f"sub-testsub/ses-EphysMedOff/ieeg/sub-testsub_ses-EphysMedOff_{rel}": sha
+            for rel, sha in {
+                "task-gripforce_run-0_ieeg.eeg": "36741e303acaa5e2b795cb4867907387ce54313b393825026a2be7fcd539adce",
+                "task-gripforce_run-0_ieeg.vhdr": "f90107c108c96fd1e9f72b9d11ac2a85097cbeb0fc6d8aa2baf945e1cc8f360d",
+                "task-gripforce_run-0_ieeg.vmrk": "043f9599c29eedd474bc6cf392fe1cd3d4274b0737cd8780583189233584388d",
+                "task-gripforce_run-0_channels.tsv": "6528b1adfa5294d11f9afd1d89a27deaeb053f03ed3bf740e82083603a7ce4a6",
+                "space-mni_electrodes.tsv": "2abf6f2a1d6a9e7c05404d027adecf91e56eb86c75bbe093ff15ece2ab9c7b38",
+                "space-mni_coordsystem.json": "76ad157367c847e62f6c212a05bee5ab73ff62438ece429ed4787e6b581de3a1",
+            }.items()
+        },
+        python_version="3.12",  # the wheel asks for Python >= 3.12; only its data files are read
     ),
 }
 
@@ -270,6 +295,8 @@ def _pip_download(spec: ExampleDataset, output_file: Any, quiet: bool) -> None:
         cmd += [f"--platform={p}" for p in platforms]
         cmd += ["--implementation", tag.interpreter[:2], "--python-version", tag.interpreter[2:]]
         cmd += ["--abi", tag.abi]
+    elif spec.python_version:
+        cmd += ["--python-version", spec.python_version]
     cmd += ["--quiet"] if quiet else []
     with tempfile.TemporaryDirectory() as tmp:
         cmd += ["-d", tmp, f"{spec.package}=={spec.version}"]

@@ -39,6 +39,12 @@ def option(
     return field(default=default, default_factory=factory, metadata=meta)
 
 
+def _assumable_units() -> list[str]:
+    from neurotrain.datamodules.sharding.readers.units import ASSUMABLE_UNITS
+
+    return ASSUMABLE_UNITS
+
+
 class ShardError(RuntimeError):
     """A recording could not be sharded. The message starts with the file's path."""
 
@@ -63,6 +69,13 @@ class ShardOptions:
     segment_seconds: float = option(60.0, help="segment length (s)", group=SIGNALS)
     min_segment_seconds: float = option(10.0, help="a shorter tail segment is dropped (s)", group=SIGNALS)
     dtype: Literal["float16", "float32"] = option("float16", help="stored sample type", group=DATASET)
+    assume_unit: str | None = option(
+        None,
+        help="unit of the values of channels whose amplitudes are implausible for their declared (or "
+        "missing) unit, e.g. uV; default: store them as read with unit 'unknown'",
+        metavar="UNIT",
+        group=SIGNALS,
+    )
     montage: str = option(
         "auto",
         help="'auto' (file/BIDS positions, else the standard 10-05 montage by name), 'none', "
@@ -143,6 +156,10 @@ class ShardOptions:
                 "min_segment_seconds must be <= segment_seconds",
             ),
             (self.dtype in ("float16", "float32"), "dtype must be float16 or float32"),
+            (
+                self.assume_unit is None or self.assume_unit in _assumable_units(),
+                f"assume_unit must be one of {', '.join(_assumable_units())}",
+            ),
             (self.nonfinite in ("fail", "drop", "zero"), "nonfinite must be fail, drop or zero"),
             (self.flat in ("mark", "drop", "fail"), "flat must be mark, drop or fail"),
             (self.on_error in ("fail", "skip"), "on_error must be fail or skip"),
@@ -180,8 +197,9 @@ class ShardOptions:
     def fingerprint(self) -> str:
         """sha256 of the options that change shard contents (used to decide what to redo on resume)."""
         d = {k: v for k, v in self.to_dict().items() if k not in self._NOT_IN_FINGERPRINT}
-        if d["stimuli"] is None:  # an option added later: unset, it leaves earlier fingerprints as they were
-            del d["stimuli"]
+        for later in ("stimuli", "assume_unit"):  # options added later: unset, they leave earlier
+            if d[later] is None:  # fingerprints as they were
+                del d[later]
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
     @classmethod

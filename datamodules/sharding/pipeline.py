@@ -134,7 +134,12 @@ def _run(todo: list[SourceItem], out: Path, opts: ShardOptions, progress: bool, 
     return skipped
 
 
-def _handle(error: str | None, it: SourceItem, opts: ShardOptions, skipped: list, bar: _Progress) -> None:
+def _handle(
+    result: tuple[str | None, list[str]], it: SourceItem, opts: ShardOptions, skipped: list, bar: _Progress
+) -> None:
+    error, warnings = result
+    for message in warnings:  # detected, recorded in the manifest, said once, and sharded anyway
+        bar.warn(f"{it.path}: {message}")
     if error is None:
         bar.advance(it.recording_id)
         return
@@ -144,18 +149,19 @@ def _handle(error: str | None, it: SourceItem, opts: ShardOptions, skipped: list
     bar.warn(f"skipped {it.path}: {error}")
 
 
-def _process_safely(item: SourceItem, out: Path, opts: ShardOptions) -> str | None:
-    """Process one recording; return None, or the reason it failed (as text, to cross processes)."""
+def _process_safely(item: SourceItem, out: Path, opts: ShardOptions) -> tuple[str | None, list[str]]:
+    """Process one recording; return (None or the reason it failed, its warnings), as text to
+    cross processes."""
     workers.exit_if_orphaned()  # a recording queued to a worker of a run that has died is not started
     try:
-        process_recording(item, out, opts)
-        return None
+        part = process_recording(item, out, opts)
+        return None, list(part["summary"].get("warnings") or [])
     except ShardError as exc:
-        return exc.reason
+        return exc.reason, []
     except MemoryError:
-        return "ran out of memory while reading the recording"
+        return "ran out of memory while reading the recording", []
     except Exception as exc:  # keep the sweep over files going; the message names the cause
-        return f"{type(exc).__name__}: {exc}"
+        return f"{type(exc).__name__}: {exc}", []
 
 
 def process_recording(item: SourceItem, out: Path, opts: ShardOptions) -> dict[str, Any]:

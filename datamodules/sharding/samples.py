@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from neurotrain.datamodules.format.channel_types import stats_key
 from neurotrain.datamodules.io.files import dumps_json
 from neurotrain.datamodules.sharding import statistics as stats
 from neurotrain.datamodules.sharding.encoding import RecordingOutput, encode_npy_as, recording_ids
@@ -122,8 +123,17 @@ def _signal_samples(item: SourceItem, options: ShardOptions) -> RecordingOutput:
             peaks.append(max(float(seg.max()), -float(seg.min())))
     if not kept:
         raise ShardError(str(item.path), "every segment was dropped for non-finite values")
-    if half and (peak := max(peaks)) >= 65504:
-        raise ShardError(str(item.path), f"values up to {peak:.3g} overflow float16; use --dtype float32")
+    dtype = options.dtype
+    if half:
+        # float16 holds |x| < 65504 and keeps 3 significant digits down to ~6e-5: a recording
+        # outside that (DC offsets, values stored as read with an unknown unit) is stored in float32.
+        peak = max(peaks)
+        levels = [v["stored_median_std"] for v in rec.preprocessing.get("units", {}).values()]
+        smallest = min((v for v in levels if v > 0), default=1.0)
+        if peak >= 65504 or smallest < 1e-2:
+            dtype = "float32"
+            why = f"values up to {peak:.3g}" if peak >= 65504 else f"a median channel std of {smallest:.3g}"
+            rec.warnings.append(f"{why} do not fit float16: this recording is stored in float32")
 
     if len(kept) == len(starts):  # the usual case: a view, no copy of the whole recording
         used = rec.data[:, : min(starts[-1] + seg_len, n_times)]
@@ -134,19 +144,28 @@ def _signal_samples(item: SourceItem, options: ShardOptions) -> RecordingOutput:
     # The statistics (exact float64 sums, two passes over the data) run on a helper thread while
     # the segments are encoded and written: numpy releases the GIL in both.
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-stats")
-    acc = pool.submit(stats.accumulate, used, rec.ch_types, exclude)
+    keys = [stats_key(t, u) for t, u in zip(rec.ch_types, rec.units, strict=True)]
+    acc = pool.submit(stats.accumulate, used, keys, exclude)
     pool.shutdown(wait=False)  # the thread ends once the statistics are done
     summary = _signal_summary(item, rec, options, bads, flat, dropped, zeroed, len(kept))
     summary["noisy_channels"] = noisy
     if stims is not None:
         summary["stimuli"] = len({st.path for st in stims if st is not None})
-    return RecordingOutput(_iter_signal(item, rec, options, kept, seg_len, bads, stims), summary, acc)
+    summary["dtype"] = dtype
+    summary["warnings"] = list(rec.warnings)
+    return RecordingOutput(_iter_signal(item, rec, dtype, kept, seg_len, bads, stims), summary, acc)
 
 
 def _iter_signal(
-    item, rec: SignalRecording, options, kept, seg_len, bads, stims: list[Stimulus | None] | None = None
+    item,
+    rec: SignalRecording,
+    dtype_name: str,
+    kept,
+    seg_len,
+    bads,
+    stims: list[Stimulus | None] | None = None,
 ) -> Iterator[dict[str, Any]]:
-    dtype = np.dtype(options.dtype)
+    dtype = np.dtype(dtype_name)
     half = np.empty((rec.data.shape[0], seg_len), dtype=np.float16) if dtype == np.float16 else None
     positions = [None if not np.isfinite(p).all() else [float(v) for v in p] for p in rec.positions]
     onsets = np.array([e[0] for e in rec.events])
@@ -163,6 +182,7 @@ def _iter_signal(
             "position_frame": rec.position_frame,
             "position_source": rec.position_source,
             "bad_channels": bads,
+            "dtype": dtype_name,
             "preprocessing": rec.preprocessing,
         }
     )
@@ -322,6 +342,7 @@ def _subset(rec: SignalRecording, keep: list[int]) -> SignalRecording:
         events=rec.events,
         modality=rec.modality,
         preprocessing=rec.preprocessing,
+        warnings=rec.warnings,
     )
 
 

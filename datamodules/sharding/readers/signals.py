@@ -36,6 +36,7 @@ from neurotrain.datamodules.sharding.options import ShardError, ShardOptions
 from neurotrain.datamodules.sharding.readers.bids import read_bids
 from neurotrain.datamodules.sharding.readers.checks import channel_mismatch, channels_tsv_problem, check_fif
 from neurotrain.datamodules.sharding.readers.edf import read_edf_scaled
+from neurotrain.datamodules.sharding.readers.units import check_units
 from neurotrain.datamodules.sharding.sources import SourceItem
 
 # MNE warnings that mean the file is damaged, not merely unusual.
@@ -63,6 +64,7 @@ class SignalRecording:
     events: list[tuple[float, float, str]]  # (onset s from data start, duration s, label)
     modality: str
     preprocessing: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # said once when the recording is sharded
 
 
 def read_signal(item: SourceItem, options: ShardOptions) -> SignalRecording:
@@ -103,6 +105,12 @@ def read_signal(item: SourceItem, options: ShardOptions) -> SignalRecording:
         data = np.empty((len(raw.ch_names), raw.n_times), dtype=np.float32)  # [C, T] in stored units
         np.multiply(raw._data, _scales(ch_types)[:, None], out=data, casting="unsafe")
     preprocessing["scaling"] = {t: UNIT_SCALE.get(t, ("SI", 1.0))[0] for t in sorted(set(ch_types))}
+    try:
+        data, units, preprocessing["units"], unit_warnings = check_units(
+            data, ch_types, units, options.assume_unit
+        )
+    except ValueError as exc:
+        raise ShardError(str(item.path), str(exc)) from exc
     positions, frame = _positions(raw)
     return SignalRecording(
         data=data,
@@ -117,6 +125,7 @@ def read_signal(item: SourceItem, options: ShardOptions) -> SignalRecording:
         events=events,
         modality=modality,
         preprocessing=preprocessing,
+        warnings=unit_warnings,
     )
 
 
