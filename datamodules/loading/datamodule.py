@@ -82,7 +82,10 @@ class ShardDataModule(pl.LightningDataModule):
             (one window per event in ``label_map``, from ``tmin`` to ``tmax`` around its onset).
         window_seconds: window length in windows mode.
         tmin, tmax: epoch bounds in seconds relative to the event onset (epochs mode).
-        label_map: event name -> class; ``None`` numbers the manifest's ``labels.names``.
+        label_map: event name -> class; ``None`` numbers the manifest's ``labels.names``. Names are
+            the labels as stored (``neurotrain inspect`` lists them): annotation descriptions, or a
+            file's numeric event codes, e.g. ``{769: 0, 770: 1}`` for GDF cue codes (numbers are
+            taken as their text, ``"769"``).
         reject_bad_spans: epochs mode: leave out an epoch whose window ``[onset + tmin, onset +
             tmax)`` overlaps a span annotated ``bad*`` (any case, e.g. ``BAD_break``,
             ``bad_pylossless_ch_sd``: MNE's ``reject_by_annotation``; a zero-duration one counts as
@@ -181,7 +184,10 @@ class ShardDataModule(pl.LightningDataModule):
         self.manifests: list[dict[str, Any]] = []
         self.normalization: dict[str, Any] = normalization or {}
         self.skipped: dict[str, Any] = {"shards": [], "samples": 0}
-        self.label_map: dict[str, int] | None = label_map
+        # YAML reads `769: 0` with an int key; stored labels are text
+        self.label_map: dict[str, int] | None = (
+            None if label_map is None else {str(k): int(v) for k, v in label_map.items()}
+        )
         self.selection = load_selection(selection)
         self._segments: dict[str, list[Segment]] = {}
         self._streams: dict[str, ShardStream] = {}

@@ -11,6 +11,7 @@ the folder is refused (``ManifestError``), never followed.
 
 from __future__ import annotations
 
+import json
 import os
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -191,7 +192,11 @@ def print_summary(directory: str | Path, verify: bool = False, workers: int | No
     for rec, pos in s["positions"].items():
         console.print(f"  positions {rec}: {pos}")
     if s["labels"]:
-        console.print("labels: " + ", ".join(f"{k} ({v})" for k, v in s["labels"].items()))
+        console.print(
+            "labels as stored, the keys of data.label_map: "
+            + ", ".join(f"{json.dumps(k)} ({v})" for k, v in s["labels"].items()),
+            markup=False,
+        )
     st = s["statistics"]
     for t, v in st["per_type"].items():
         console.print(
