@@ -64,7 +64,18 @@ def test_real_ieeg_with_a_wrong_unit_shards_with_the_defaults(tmp_path: Path) ->
     assert sorted(set(meta["ch_types"])) == ["dbs", "ecog"] and set(meta["units"]) == {"unknown"}
     assert meta["preprocessing"]["units"]["ecog"]["decision"] == "unknown"
     assert meta["dtype"] == "float16"  # as read, the values fit float16
-    # MNE's own positions of the file's electrodes (metres, from electrodes.tsv) are the stored ones
+    # MNI positions in metres from space-mni_electrodes.tsv, with the coordinate system recorded
+    assert rec["position_frame"] == meta["position_frame"] == "mni"
+    assert meta["coordinate_system"]["space"] == "mni" and meta["coordinate_system"]["units"] == "m"
+    assert meta["coordinate_system"]["system"] == "Other"  # what its coordsystem.json says
+    table = next(root.rglob("*_space-mni_electrodes.tsv")).read_text(encoding="utf-8-sig").splitlines()
+    rows = {
+        r.split("\t")[0]: [float(v) for v in r.split("\t")[1:4]]
+        for r in table[1:]
+        if "n/a" not in r.split("\t")[1:4]
+    }
+    for name, pos in zip(meta["ch_names"], meta["positions"], strict=True):
+        assert np.allclose(pos, rows[name], atol=1e-6)
     raw = mne.io.read_raw_brainvision(next(root.rglob("*_ieeg.vhdr")), verbose="error")
     assert np.abs(raw.get_data()).max() > 100  # the reason: "V" values of hundreds
     # the loader normalises them by their own statistics: unit-scale batches

@@ -181,6 +181,7 @@ def _iter_signal(
             "positions": positions,
             "position_frame": rec.position_frame,
             "position_source": rec.position_source,
+            "coordinate_system": rec.coordinate_system,
             "bad_channels": bads,
             "dtype": dtype_name,
             "preprocessing": rec.preprocessing,
@@ -342,6 +343,7 @@ def _subset(rec: SignalRecording, keep: list[int]) -> SignalRecording:
         events=rec.events,
         modality=rec.modality,
         preprocessing=rec.preprocessing,
+        coordinate_system=rec.coordinate_system,
         warnings=rec.warnings,
     )
 
@@ -363,6 +365,8 @@ def _signal_summary(item, rec, options, bads, flat, dropped, zeroed, n_segments)
         "dropped_segments": dropped,
         "zeroed_values": zeroed,
         "position_source": rec.position_source,
+        "position_frame": rec.position_frame,
+        "coordinate_system": rec.coordinate_system,
         "n_positions": int(np.isfinite(rec.positions).all(axis=1).sum()),
         "event_counts": dict(sorted(labels.items())),
     }

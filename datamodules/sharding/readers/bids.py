@@ -362,6 +362,39 @@ def _apply_channels(raw, table: dict[str, list[str]]) -> None:
         raw.info["bads"] = [n for n in bads if n in present]
 
 
+def coordinate_system(path: Path, bids_root: Path) -> dict[str, Any] | None:
+    """What a recording's BIDS positions are in: ``{"space", "system", "units", "description",
+    "file"}`` — the ``space-`` entity of its ``electrodes.tsv`` (``"mni"``, ``"CapTrak"``, or None),
+    and ``<EEG|iEEG>CoordinateSystem`` / ``...Units`` / ``...SystemDescription`` of its
+    ``coordsystem.json``. None without a coordsystem sidecar (or outside a BIDS datatype with one)."""
+    import mne_bids
+
+    try:
+        bp = mne_bids.get_bids_path_from_fname(path)
+        bp.update(root=bids_root)
+        key = _COORD_KEYS.get(bp.datatype)
+        if key is None:
+            return None
+        electrodes = bp.find_matching_sidecar(suffix="electrodes", extension=".tsv", on_error="ignore")
+        found = bp.find_matching_sidecar(suffix="coordsystem", extension=".json", on_error="ignore")
+        if found is None:
+            return None
+        with open(found, encoding="utf-8") as f:
+            system = json.load(f)
+        space = mne_bids.get_entities_from_fname(electrodes).get("space") if electrodes else None
+    except (OSError, ValueError, RuntimeError):  # an unreadable sidecar: the positions say the rest
+        return None
+    if not isinstance(system, dict):
+        return None
+    return {
+        "space": space,
+        "system": system.get(f"{key}CoordinateSystem"),
+        "units": system.get(f"{key}CoordinateUnits"),
+        "description": system.get(f"{key}CoordinateSystemDescription"),
+        "file": Path(found).name,
+    }
+
+
 def _read_positions(electrodes: Path, coordsystem: Path, datatype: str) -> tuple[Any, str | None]:
     """``(montage, frame)`` as mne-bids builds them (None, None: the recording loses its positions)."""
     import mne

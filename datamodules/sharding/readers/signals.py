@@ -33,7 +33,7 @@ import numpy as np
 
 from neurotrain.datamodules.format.channel_types import UNIT_SCALE
 from neurotrain.datamodules.sharding.options import ShardError, ShardOptions
-from neurotrain.datamodules.sharding.readers.bids import read_bids
+from neurotrain.datamodules.sharding.readers.bids import coordinate_system, read_bids
 from neurotrain.datamodules.sharding.readers.checks import channel_mismatch, channels_tsv_problem, check_fif
 from neurotrain.datamodules.sharding.readers.edf import read_edf_scaled
 from neurotrain.datamodules.sharding.readers.units import check_units
@@ -64,6 +64,7 @@ class SignalRecording:
     events: list[tuple[float, float, str]]  # (onset s from data start, duration s, label)
     modality: str
     preprocessing: dict[str, Any] = field(default_factory=dict)
+    coordinate_system: dict[str, Any] | None = None  # BIDS space and coordsystem.json of the positions
     warnings: list[str] = field(default_factory=list)  # said once when the recording is sharded
 
 
@@ -112,6 +113,12 @@ def read_signal(item: SourceItem, options: ShardOptions) -> SignalRecording:
     except ValueError as exc:
         raise ShardError(str(item.path), str(exc)) from exc
     positions, frame = _positions(raw)
+    coords = None
+    if position_source == "bids:electrodes.tsv" and item.bids_root is not None:
+        coords = coordinate_system(item.path, item.bids_root)
+        named = " ".join(str((coords or {}).get(k) or "") for k in ("space", "system")).lower()
+        if frame == "unknown" and "mni" in named:  # e.g. space-mni_electrodes.tsv, system "Other"
+            frame = "mni"
     return SignalRecording(
         data=data,
         sfreq=float(raw.info["sfreq"]),
@@ -121,6 +128,7 @@ def read_signal(item: SourceItem, options: ShardOptions) -> SignalRecording:
         positions=positions,
         position_frame=frame,
         position_source=position_source if np.isfinite(positions).all(axis=1).any() else "none",
+        coordinate_system=coords,
         bad_channels=[b for b in raw.info["bads"] if b in raw.ch_names],
         events=events,
         modality=modality,
