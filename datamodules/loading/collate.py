@@ -51,13 +51,17 @@ class Layout:
         return state
 
 
-def kept_channels(meta: dict[str, Any], channel_types: list[str] | None, drop_bad: bool) -> list[int]:
+def kept_channels(
+    meta: dict[str, Any], channel_types: list[str] | None, drop_bad: bool, exclude: Iterable[str] = ()
+) -> list[int]:
     """Stored rows of a sample's channels that a ``(channel_types, drop_bad)`` choice keeps, in order.
 
     ``drop_bad`` leaves out the channels named in ``meta["bad_channels"]``; ``channel_types``
-    (``None``: every type) keeps only channels of those MNE types.
+    (``None``: every type) keeps only channels of those MNE types; ``exclude`` names channels that
+    are never input (a regression target channel).
     """
     bads = set(meta.get("bad_channels") or []) if drop_bad else set()
+    bads |= set(exclude)
     return [
         i
         for i, (n, t) in enumerate(zip(meta["ch_names"], meta["ch_types"], strict=True))
@@ -65,9 +69,14 @@ def kept_channels(meta: dict[str, Any], channel_types: list[str] | None, drop_ba
     ]
 
 
-def widest_kept(metas: Iterable[dict[str, Any]], channel_types: list[str] | None, drop_bad: bool) -> int:
+def widest_kept(
+    metas: Iterable[dict[str, Any]],
+    channel_types: list[str] | None,
+    drop_bad: bool,
+    exclude: Iterable[str] = (),
+) -> int:
     """The most channels ``kept_channels`` keeps of any of these samples (0 without any)."""
-    return max((len(kept_channels(m, channel_types, drop_bad)) for m in metas), default=0)
+    return max((len(kept_channels(m, channel_types, drop_bad, exclude)) for m in metas), default=0)
 
 
 def make_layout(
@@ -77,12 +86,13 @@ def make_layout(
     channel_types: list[str] | None,
     drop_bad: bool,
     norm: dict[str, tuple[float, float]] | None,
+    exclude: Iterable[str] = (),
 ) -> Layout:
     """Layout of one sample's channel set; ``norm`` maps a statistics key (``stats_key``: the channel
     type, or ``"<type>@<unit>"`` for a channel not in its type's stored unit) -> (center, scale)."""
     names = list(meta["ch_names"])
     types = list(meta["ch_types"])
-    keep = kept_channels(meta, channel_types, drop_bad)
+    keep = kept_channels(meta, channel_types, drop_bad, exclude)
     if channels is not None:
         where = {n: i for i, n in enumerate(channels)}
         keep = [i for i in keep if names[i] in where]

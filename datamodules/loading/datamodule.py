@@ -95,6 +95,13 @@ class ShardDataModule(pl.LightningDataModule):
             holds, after its onset, the onset of the next event in ``label_map`` (the next
             stimulus: the window would hold the response to it); events of the neighbouring
             segment are not seen. ``True`` keeps them. Counts: ``rejected_epochs``.
+        target_channel: windows mode: a continuous regression target read from this stored channel
+            (e.g. grip force ``MOV_RIGHT``; shard with ``--channel-types`` keeping it): the
+            channel is never input, and each window's ``labels`` (float32) is its stored value at
+            the window's last sample (``target_reduce: end``, decoding the present) or its mean
+            over the window (``mean``), in its stored unit, not normalised. Every sample must
+            hold it (an error names the sample and the channels it has).
+        target_reduce: ``"end"`` or ``"mean"`` (see ``target_channel``).
         channels: keep these channels, slot ``i`` = ``channels[i]`` in every sample.
         channel_types: keep only channels of these MNE types.
         max_channels: ``C_max`` when ``channels`` is not given (default: the largest kept set).
@@ -145,6 +152,8 @@ class ShardDataModule(pl.LightningDataModule):
         label_map: dict[str, int] | None = None,
         reject_bad_spans: bool = True,
         include_next_event: bool = False,
+        target_channel: str | None = None,
+        target_reduce: Literal["end", "mean"] = "end",
         channels: list[str] | None = None,
         channel_types: list[str] | None = None,
         max_channels: int | None = None,
@@ -177,6 +186,12 @@ class ShardDataModule(pl.LightningDataModule):
             raise ValueError(f"tmax ({tmax}) must be greater than tmin ({tmin})")
         if images and mode != "epochs":
             raise ValueError("images pairs each event epoch with its stimulus: use mode='epochs'")
+        if target_channel is not None and mode != "windows":
+            raise ValueError("target_channel labels windows with a continuous value: use mode='windows'")
+        if target_reduce not in ("end", "mean"):
+            raise ValueError(f"target_reduce is 'end' or 'mean', got {target_reduce!r}")
+        if target_channel is not None and channels is not None and target_channel in channels:
+            raise ValueError(f"target_channel {target_channel!r} is also in channels: it cannot be input")
         if recenter not in RECENTER_CHOICES:
             raise ValueError(f"recenter is one of {', '.join(RECENTER_CHOICES)}, got {recenter!r}")
         self.save_hyperparameters()
@@ -362,7 +377,9 @@ class ShardDataModule(pl.LightningDataModule):
         if hp.channels is not None:
             self.c_max = len(hp.channels)
         else:
-            widest = widest_kept((s.meta for s in all_segments), hp.channel_types, hp.drop_bad_channels)
+            widest = widest_kept(
+                (s.meta for s in all_segments), hp.channel_types, hp.drop_bad_channels, self._not_input()
+            )
             self.c_max = hp.max_channels or widest
 
     def _spec(self, sfreq: float | None = None) -> WindowSpec:
@@ -406,7 +423,9 @@ class ShardDataModule(pl.LightningDataModule):
             )
             if key not in cache:
                 norm = norms[s.dataset] if norms is not None else None
-                cache[key] = make_layout(s.meta, c_max, channels, types, hp.drop_bad_channels, norm)
+                cache[key] = make_layout(
+                    s.meta, c_max, channels, types, hp.drop_bad_channels, norm, self._not_input()
+                )
             out.append(cache[key])
         return out
 
@@ -455,10 +474,32 @@ class ShardDataModule(pl.LightningDataModule):
         if hp.images:
             stream.images = EventImages(segments, spec, hp.image_size)
             stream.images.check()
+        if hp.target_channel is not None:
+            stream.target_rows = self._target_rows(segments)
+            stream.target_reduce = hp.target_reduce
         if hp.recenter != "none":
             stream.recentring, stream.stage = self._fit_recentring(which, segments, counts, spec), which
         self._streams[which] = stream
         return stream
+
+    def _not_input(self) -> tuple[str, ...]:
+        """Channels never laid out as input: the regression target."""
+        target = self.hparams.get("target_channel")
+        return () if target is None else (target,)
+
+    def _target_rows(self, segments: list[Segment]) -> list[int]:
+        """Per segment, the stored row of ``target_channel``; a sample without it is an error."""
+        target = self.hparams.target_channel
+        rows = []
+        for s in segments:
+            names = list(s.meta["ch_names"])
+            if target not in names:
+                raise ValueError(
+                    f"target_channel {target!r}: sample {s.name} in {s.path} has no such channel "
+                    f"(its channels: {', '.join(names)})"
+                )
+            rows.append(names.index(target))
+        return rows
 
     def _stream_config(self, shuffle: bool) -> StreamConfig:
         """Batch order and bad-sample handling: shuffled training (last partial batch dropped,

@@ -11,7 +11,10 @@ the same epochs whatever window the model uses. Both keys in one rule keep the i
 A rule may also carry ``"labels": {"<event>": class, ...}``: those events are given that class
 instead of the label map's (the shuffled-label control of ``neurotrain evaluate`` permutes the
 training labels this way, so every method reads the same shuffled labels); the events it names
-must be labelled ones. A stage without a rule keeps its whole split. ``ShardDataModule(selection=...)`` takes the
+must be labelled ones. ``"time": [[start_s, end_s], ...]`` keeps the segments lying wholly inside
+one of these spans of their recording (seconds from its start): contiguous blocks of one recording
+for training and scoring, with no window shared between blocks (windows never cross a segment).
+A stage without a rule keeps its whole split. ``ShardDataModule(selection=...)`` takes the
 mapping itself or the path of a JSON file holding it (what ``neurotrain evaluate`` writes).
 """
 
@@ -26,7 +29,7 @@ from neurotrain.datamodules.loading.tar_index import Segment
 
 Selection = dict[str, dict[str, Any]]
 STAGES = ("train", "val", "test", "predict")
-RULE_KEYS = ("subjects", "events", "labels")
+RULE_KEYS = ("subjects", "events", "labels", "time")
 
 
 def event_id(segment: Segment, index: int) -> str:
@@ -52,15 +55,24 @@ def load_selection(value: Selection | str | Path | None) -> Selection | None:
             raise ValueError(f"{source}: unknown stage {stage!r} (known: {', '.join(STAGES)})")
         if not isinstance(rule, dict) or not set(rule) <= set(RULE_KEYS) or not rule:
             raise ValueError(
-                f"{source}: {stage}: a rule has 'subjects' and/or 'events' lists (and 'labels'), got {rule!r}"
+                f"{source}: {stage}: a rule has 'subjects', 'events' and/or 'time' lists (and 'labels'), got {rule!r}"
             )
         labels = rule.get("labels", {})
         if not isinstance(labels, dict) or not all(
             isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) for k, v in labels.items()
         ):
             raise ValueError(f"{source}: {stage}.labels must map event names to integer classes")
+        spans = rule.get("time", [])
+        if not isinstance(spans, list) or not all(
+            isinstance(sp, list | tuple)
+            and len(sp) == 2
+            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in sp)
+            and sp[0] < sp[1]
+            for sp in spans
+        ):
+            raise ValueError(f"{source}: {stage}.time must be a list of [start_s, end_s] with start < end")
         for key, names in rule.items():
-            if key == "labels":
+            if key in ("labels", "time"):
                 continue
             if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
                 raise ValueError(f"{source}: {stage}.{key} must be a list of strings")
@@ -80,9 +92,12 @@ def apply_rule(segments: list[Segment], rule: dict[str, Any] | None) -> list[Seg
     subjects = set(rule["subjects"]) if "subjects" in rule else None
     events = set(rule["events"]) if "events" in rule else None
     labels = rule.get("labels") or {}
+    spans = rule.get("time")
     kept: list[Segment] = []
     for seg in segments:
         if subjects is not None and str(seg.meta.get("subject")) not in subjects:
+            continue
+        if spans is not None and not _inside(seg, spans):
             continue
         if events is not None:
             chosen = [event_id(seg, i) in events for i in range(len(seg.events))]
@@ -100,6 +115,16 @@ def apply_rule(segments: list[Segment], rule: dict[str, Any] | None) -> list[Seg
             seg = dataclasses.replace(seg, events=relabelled)
         kept.append(seg)
     return kept
+
+
+def _inside(seg: Segment, spans: list) -> bool:
+    """Whether the segment's ``[onset_s, onset_s + duration_s]`` lies inside one span (1 µs slack)."""
+    start = float(seg.meta.get("onset_s") or 0.0)
+    duration = seg.meta.get("duration_s")
+    if duration is None:
+        duration = seg.shape[-1] / float(seg.meta["sfreq"])
+    end = start + float(duration)
+    return any(a - 1e-6 <= start and end <= b + 1e-6 for a, b in spans)
 
 
 def describe(selection: Selection | None) -> dict[str, Any]:

@@ -148,6 +148,10 @@ class ShardStream(IterableDataset):
     # Per-subject re-centring of ``signal`` (``recentring``), fitted on this stage's windows.
     recentring: dict[str, Recentring] | None = None
     stage: str = ""
+    # A continuous target (``target_channel``): per segment its stored row, and how a window's
+    # values become its label ("end": the last sample, "mean").
+    target_rows: list[int] | None = None
+    target_reduce: str = "end"
     # Per-segment metadata as arrays and lists (``_segment_table``), built on first use.
     _table: SegmentTable | None = field(default=None, init=False, repr=False)
 
@@ -285,11 +289,24 @@ class ShardStream(IterableDataset):
             f"{keys[i]}@{st}" if lb < 0 else f"{keys[i]}@{st}:{lb}"
             for i, st, lb in zip(seg_ids, starts, label.tolist(), strict=True)
         ]
+        if self.target_rows is not None:
+            batch["labels"] = self._targets(seg_ids, starts, data)
         if self.recentring is not None:
             apply_recentring(batch, self.recentring, self.stage)
         if self.pair_layouts is not None or self.images is not None:
             self._paired(batch, seg_ids, starts, label.tolist(), windows)
         return batch
+
+    def _targets(
+        self, seg_ids: list[int], starts: list[int], data: dict[int, np.ndarray | None]
+    ) -> torch.Tensor:
+        """float32 [B]: each window's target channel value, at its last sample or averaged."""
+        T = self.spec.window_samples
+        out = np.empty(len(seg_ids), dtype=np.float32)
+        for j, (i, st) in enumerate(zip(seg_ids, starts, strict=True)):
+            values = data[i][self.target_rows[i], st : st + T]
+            out[j] = values[-1] if self.target_reduce == "end" else values.astype(np.float64).mean()
+        return torch.from_numpy(out)
 
     def _segment_table(self) -> SegmentTable:
         table = self._table
