@@ -104,3 +104,46 @@ def test_the_regressor_trains_on_the_target_of_a_time_block(ieeg: tuple[Path, Pa
     assert {"val/pearson_r", "val/r2", "val/loss"} <= set(metrics)
     # MSE against the grip force of the held-out block, in its stored unit: finite and logged
     assert torch.isfinite(metrics["val/loss"])
+
+
+def test_ieeg_finetune_config_and_the_band_power_baseline_score_the_same_windows(tmp_path: Path) -> None:
+    """The shipped `ieeg_finetune` on the shards its header asks for, and log band power + ridge
+    fitted on the same training block and scored on the same held-out windows."""
+    from neurotrain.train.cli import main
+    from neurotrain.train.evaluation.bandpower import band_power, bandpower_ridge, regression_scores
+    from neurotrain.train.run.predictions import read_predictions
+
+    shards = tmp_path / "shards"
+    argv = ["shard", "example:ieeg", "--out", str(shards), "--channel-types", "ecog", "dbs", "misc"]
+    assert main([*argv, "--segment-seconds", "1", "--min-segment-seconds", "1"]) == 0
+    configs = Path(__file__).resolve().parents[1] / "train" / "configs"
+    fit = ["fit", "--config", str(configs / "ieeg_finetune.yaml"), f"--data.datasets=[{shards}]"]
+    fit += ["--trainer.accelerator=cpu", "--trainer.enable_progress_bar=false", "--trainer.max_epochs=2"]
+    fit += [f"--trainer.default_root_dir={tmp_path}", "--run_name=ieeg"]
+    assert main(fit) == 0
+    model = read_predictions(tmp_path / "ieeg")
+    assert model is not None and len(model["sample_ids"]) == 12  # 13-19 s in 0.5 s windows
+
+    import yaml
+
+    data = yaml.safe_load((configs / "ieeg_finetune.yaml").read_text())["data"]
+    dm = ShardDataModule(**{**data, "datasets": [str(shards)]})
+    dm.setup("fit")
+    parts = {}
+    for stage in ("train", "val"):
+        batches = list(dm.eval_dataloader(stage))
+        parts[stage] = (
+            np.concatenate([b["signal"].numpy() for b in batches]),
+            np.concatenate([b["labels"].numpy() for b in batches]),
+            [s for b in batches for s in b["sample_id"]],
+        )
+    assert sorted(parts["val"][2]) == sorted(model["sample_ids"])  # identical held-out windows
+    by_id = dict(zip(model["sample_ids"], model["y_true"], strict=True))
+    assert np.allclose([by_id[s] for s in parts["val"][2]], parts["val"][1], atol=1e-6)
+    (x_tr, y_tr, _), (x_te, y_te, _) = parts["train"], parts["val"]
+    assert band_power(x_tr, dm.sfreq).shape == (24, 9 * 5)
+    pred, alpha = bandpower_ridge(x_tr, y_tr, x_te, dm.sfreq)
+    scores = regression_scores(y_te, pred)
+    assert pred.shape == (12,) and alpha > 0 and np.isfinite(scores["r2"])
+    # a constant predictor has R² <= 0 on these windows; the scorer says so
+    assert regression_scores(y_te, np.full(12, y_tr.mean()))["r2"] <= 0

@@ -98,6 +98,7 @@ def test_every_shipped_config_is_exercised() -> None:
         "eeg_pretrain_deepspeed_stage3",
         "eeg_eegnet",  # these two: tests/test_braindecode_models.py
         "eeg_shallow",
+        "ieeg_finetune",  # tests/test_continuous_target.py
     }
     assert {p.stem for p in CONFIGS.glob("*.yaml")} == tested
 

@@ -170,7 +170,7 @@ class ShardDataModule(pl.LightningDataModule):
         val_split: str = "val",
         test_split: str = "test",
         predict_split: str = "test",
-        selection: dict[str, dict[str, list[str]]] | str | None = None,
+        selection: dict[str, dict[str, Any]] | str | None = None,
         verify: bool = False,
         on_corrupt: Literal["skip", "fail"] = "fail",
         check_finite: bool = True,

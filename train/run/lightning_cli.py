@@ -203,7 +203,10 @@ class NeurotrainCLI(LightningCLI):
                 resume=resume,
             )
         )
-        if getattr(self.model, "monitor", None) == "val/balanced_accuracy":  # a classifier
+        from neurotrain.models.modules import RegressorModule
+
+        classifier = getattr(self.model, "monitor", None) == "val/balanced_accuracy"
+        if classifier or isinstance(self.model, RegressorModule):
             callbacks.append(HeldOutPredictions(self.run_dir))
         if cfg.get("media_every_n_val", 1) > 0:
             callbacks.append(

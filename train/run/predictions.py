@@ -1,4 +1,4 @@
-"""Held-out predictions of a classifier, epoch by epoch, as its last validation made them.
+"""Held-out predictions of a classifier (or a one-output regressor), as its last validation made them.
 
 ``evaluate`` compares methods on identical epochs (`train.evaluation.statistics`): that needs each
 epoch's predicted class, not only the epoch's scores. `HeldOutPredictions` keeps what every
@@ -8,6 +8,8 @@ validation batch of a classifier predicts (the module's ``validation_step`` retu
 ``evaluate`` reports) is the one left. `read_predictions` merges the ranks' files.
 
     {"epoch": 9, "step": 250, "sample_ids": [...], "y_true": [...], "y_pred": [...]}   # [N] each
+
+A regressor's (float labels) ``y_true``/``y_pred`` are the target and predicted values.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.callbacks import Callback
 
 from neurotrain.datamodules.io.files import atomic_write_json
@@ -50,8 +53,15 @@ class HeldOutPredictions(Callback):
         labels = batch["labels"].detach().cpu()
         if labels.ndim != 1:
             return
-        keep = labels >= 0
-        predicted = outputs["output"].detach().argmax(dim=-1).cpu()
+        output = outputs["output"].detach().float().cpu()
+        if labels.is_floating_point():  # a regressor (continuous target): its predicted values
+            if output.ndim != 2 or output.shape[1] != 1:
+                return  # several outputs per window: not kept here
+            keep = torch.isfinite(labels)
+            predicted = output[:, 0]
+        else:
+            keep = labels >= 0
+            predicted = output.argmax(dim=-1)
         self._rows["sample_ids"] += [
             str(s) for s, k in zip(batch["sample_id"], keep.tolist(), strict=True) if k
         ]
