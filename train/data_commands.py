@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
     from neurotrain.datamodules.sharding.options import ShardOptions
 
-SHARD_HELP = "convert recordings (BIDS, folders, EDF/BDF/GDF/FIF/BrainVision/EEGLAB/NIfTI/MGZ) into shards"
+SHARD_HELP = "convert recordings (BIDS, EDF/BDF/GDF/FIF/BrainVision/EEGLAB/NWB/NIfTI/MGZ) into shards"
 SHARD_DESCRIPTION = (
     "Convert raw recordings into sharded WebDataset tar files plus manifest.json. "
     "Re-running the same command resumes an interrupted run. "

@@ -27,6 +27,7 @@ SIGNAL_FORMATS: dict[str, str] = {
     ".fif.gz": "fif",
     ".vhdr": "brainvision",
     ".set": "eeglab",
+    ".nwb": "nwb",
 }
 VOLUME_FORMATS: dict[str, str] = {".nii": "nifti", ".nii.gz": "nifti", ".mgz": "mgz"}
 VOLUME_MODALITIES = ("fmri", "anat")  # --modality values read through nibabel; the others through MNE

@@ -36,6 +36,7 @@ from neurotrain.datamodules.sharding.options import ShardError, ShardOptions
 from neurotrain.datamodules.sharding.readers.bids import coordinate_system, read_bids
 from neurotrain.datamodules.sharding.readers.checks import channel_mismatch, channels_tsv_problem, check_fif
 from neurotrain.datamodules.sharding.readers.edf import read_edf_scaled
+from neurotrain.datamodules.sharding.readers.nwb import read_nwb
 from neurotrain.datamodules.sharding.readers.units import check_units
 from neurotrain.datamodules.sharding.sources import SourceItem
 
@@ -75,7 +76,12 @@ def read_signal(item: SourceItem, options: ShardOptions) -> SignalRecording:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            raw, bids = _read_raw(item, options)  # header only: picking before loading avoids copies
+            nwb, nwb_warnings = None, []
+            if item.fmt == "nwb":  # pynwb: the first ElectricalSeries with its electrodes table
+                raw, nwb, nwb_warnings = read_nwb(item.path)
+                bids = None
+            else:
+                raw, bids = _read_raw(item, options)  # header only: picking before loading avoids copies
             events = _events(raw, bids)  # in seconds, so they survive resampling
             picks = options.channel_types or "data"
             try:
@@ -100,6 +106,8 @@ def read_signal(item: SourceItem, options: ShardOptions) -> SignalRecording:
     modality = options.modality or _modality(item, raw.get_channel_types())
     position_source = _apply_positions(raw, item, options.montage)
     preprocessing = _preprocess(raw, options, mne)
+    if nwb is not None:
+        preprocessing["nwb"] = nwb
     ch_types = raw.get_channel_types()
     units = [UNIT_SCALE.get(t, ("SI", 1.0))[0] for t in ch_types]
     if data is None:
@@ -133,7 +141,7 @@ def read_signal(item: SourceItem, options: ShardOptions) -> SignalRecording:
         events=events,
         modality=modality,
         preprocessing=preprocessing,
-        warnings=unit_warnings,
+        warnings=nwb_warnings + unit_warnings,
     )
 
 
@@ -245,6 +253,8 @@ def _apply_positions(raw, item: SourceItem, montage: str) -> str:
             return "none"
         if item.bids_root is not None and list(item.path.parent.glob("*_electrodes.tsv")):
             return "bids:electrodes.tsv"
+        if item.fmt == "nwb":
+            return "nwb:electrodes"
         return "file"
     import mne
 
