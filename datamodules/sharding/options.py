@@ -64,7 +64,10 @@ class ShardOptions:
     h_freq: float | None = option(None, help="band-pass high edge (Hz)", group=SIGNALS)
     notch: list[float] = option(factory=list, help="notch frequencies (Hz)", metavar="HZ", group=SIGNALS)
     reference: str | None = option(
-        None, help="re-reference: 'average' or comma-separated channel names", group=SIGNALS
+        None,
+        help="re-reference: 'average', comma-separated channel names, or for sEEG/ECoG/DBS "
+        "'bipolar' / 'laplacian' along each electrode",
+        group=SIGNALS,
     )
     segment_seconds: float = option(60.0, help="segment length (s)", group=SIGNALS)
     min_segment_seconds: float = option(10.0, help="a shorter tail segment is dropped (s)", group=SIGNALS)

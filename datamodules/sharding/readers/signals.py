@@ -37,6 +37,7 @@ from neurotrain.datamodules.sharding.readers.bids import coordinate_system, read
 from neurotrain.datamodules.sharding.readers.checks import channel_mismatch, channels_tsv_problem, check_fif
 from neurotrain.datamodules.sharding.readers.edf import read_edf_scaled
 from neurotrain.datamodules.sharding.readers.nwb import read_nwb
+from neurotrain.datamodules.sharding.readers.rereference import SCHEMES, rereference
 from neurotrain.datamodules.sharding.readers.units import check_units
 from neurotrain.datamodules.sharding.sources import SourceItem
 
@@ -105,7 +106,7 @@ def read_signal(item: SourceItem, options: ShardOptions) -> SignalRecording:
 
     modality = options.modality or _modality(item, raw.get_channel_types())
     position_source = _apply_positions(raw, item, options.montage)
-    preprocessing = _preprocess(raw, options, mne)
+    raw, preprocessing = _preprocess(raw, options, mne)
     if nwb is not None:
         preprocessing["nwb"] = nwb
     ch_types = raw.get_channel_types()
@@ -294,7 +295,8 @@ def _positions(raw) -> tuple[np.ndarray, str]:
     return locs.astype(np.float32), frame
 
 
-def _preprocess(raw, options: ShardOptions, mne) -> dict[str, Any]:
+def _preprocess(raw, options: ShardOptions, mne) -> tuple[Any, dict[str, Any]]:
+    """(the recording after notch, band-pass, re-reference and resampling, what was applied)."""
     done: dict[str, Any] = {}
     if options.notch:
         raw.notch_filter(options.notch, picks="all", verbose="error")
@@ -302,7 +304,14 @@ def _preprocess(raw, options: ShardOptions, mne) -> dict[str, Any]:
     if options.l_freq is not None or options.h_freq is not None:
         raw.filter(options.l_freq, options.h_freq, picks="all", verbose="error")
         done["filter"] = [options.l_freq, options.h_freq]
-    if options.reference:
+    if options.reference in SCHEMES:  # intracranial: along each electrode
+        try:
+            raw, done["reference"] = rereference(raw, options.reference)
+        except ValueError as exc:
+            raise ShardError(
+                str(raw.filenames[0]), f"cannot re-reference to {options.reference}: {exc}"
+            ) from exc
+    elif options.reference:
         ref = "average" if options.reference == "average" else options.reference.split(",")
         try:
             raw.set_eeg_reference(ref, projection=False, verbose="error")
@@ -314,7 +323,7 @@ def _preprocess(raw, options: ShardOptions, mne) -> dict[str, Any]:
     if options.sfreq is not None and abs(options.sfreq - raw.info["sfreq"]) > 1e-9:
         done["resample"] = {"from": float(raw.info["sfreq"]), "to": float(options.sfreq)}
         raw.resample(options.sfreq, verbose="error")
-    return done
+    return raw, done
 
 
 def source_fingerprint(path: Path) -> dict[str, Any]:
