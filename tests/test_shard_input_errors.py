@@ -119,3 +119,21 @@ def test_a_text_file_named_fif_is_not_a_fif_file(tmp_path: Path, capsys: pytest.
         "diary_raw.fif: cannot be read as FIF: not a FIF file (it holds text: 'Dear diary"
         in capsys.readouterr().err
     )
+
+
+def test_a_bids_ieeg_channels_tsv_naming_a_missing_channel_is_named(tmp_path: Path) -> None:
+    """The real iEEG example with one channels.tsv row for a contact the recording lacks."""
+    import shutil
+
+    from neurotrain.datamodules.sharding.examples import fetch
+
+    root = tmp_path / "ieeg"
+    shutil.copytree(fetch("ieeg"), root)
+    tsv = next(root.rglob("*_channels.tsv"))
+    rows = tsv.read_text(encoding="utf-8").splitlines()
+    extra = rows[1].replace("LFP_RIGHT_0", "LFP_RIGHT_9", 1)
+    tsv.write_text("\n".join([*rows, extra]) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    with pytest.raises(ShardError, match=r"channels\.tsv.*LFP_RIGHT_9"):
+        shard_dataset([root], out)
+    assert not (out / "manifest.json").exists() and not list(out.rglob("*.tar"))

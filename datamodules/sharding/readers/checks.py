@@ -80,12 +80,22 @@ def channels_tsv_problem(tsv: Path) -> str | None:
     return None
 
 
-def channel_mismatch(tsv: Path, ch_names: list[str]) -> str | None:
-    """How the channel names of a well-formed ``channels.tsv`` differ from the recording's, or None."""
+def listed_channels(tsv: Path) -> list[str]:
+    """The ``name`` column of a well-formed ``channels.tsv``."""
     rows = [line.split("\t") for line in tsv.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
     col = [h.strip() for h in rows[0]].index("name")
-    names = [r[col].strip() for r in rows[1:]]
+    return [r[col].strip() for r in rows[1:]]
+
+
+def channel_mismatch(tsv: Path, ch_names: list[str], listed_only: bool = False) -> str | None:
+    """How the channel names of a well-formed ``channels.tsv`` differ from the recording's, or None.
+
+    ``listed_only``: only names the sidecar lists that the recording lacks count (the recording's
+    channels missing from the sidecar are then tolerated, as mne-bids tolerates them)."""
+    names = listed_channels(tsv)
     extra = [n for n in names if n not in ch_names]
+    if listed_only and not extra:
+        return None
     absent = [n for n in ch_names if n not in names]
     if not extra and not absent:
         return None

@@ -188,9 +188,14 @@ def _read_raw_bids(item: SourceItem, set_annotations: bool) -> tuple[Any, tuple 
         raise ShardError(str(item.path), f"broken BIDS sidecar {tsv}: {problem}")
     fast = read_bids(item.path, item.bids_root, set_annotations)
     if fast is not None:
+        _check_listed(item, tsv, fast[0])
         return fast
     try:
-        return mne_bids.read_raw_bids(bp, verbose="warning"), None
+        raw = mne_bids.read_raw_bids(bp, verbose="warning")
+        _check_listed(item, tsv, raw)
+        return raw, None
+    except ShardError:
+        raise
     except Exception as exc:
         try:  # is it the recording, or what mne-bids adds from the sidecars?
             raw = mne.io.read_raw(str(item.path), preload=False, verbose="error")
@@ -202,6 +207,13 @@ def _read_raw_bids(item: SourceItem, set_annotations: bool) -> tuple[Any, tuple 
             str(item.path),
             f"the recording reads, but mne-bids cannot apply its BIDS sidecar files: {type(exc).__name__}: {exc}",
         ) from exc
+
+
+def _check_listed(item: SourceItem, tsv: Path | None, raw) -> None:
+    """A ``channels.tsv`` naming channels the recording lacks is an error naming them (the readers
+    would drop those rows silently)."""
+    if tsv is not None and (mismatch := channel_mismatch(tsv, list(raw.ch_names), listed_only=True)):
+        raise ShardError(str(item.path), f"broken BIDS sidecar {tsv}: {mismatch}")
 
 
 def _events(raw, bids: tuple | None = None) -> list[tuple[float, float, str]]:
