@@ -151,3 +151,44 @@ def write_t1(path: Path, shape: tuple[int, int, int] = (40, 48, 40), seed: int =
     img = nib.MGHImage(data, affine) if path_str.endswith(".mgz") else nib.Nifti1Image(data, affine)
     nib.save(img, path_str)
     return path
+
+
+def write_meg_fif(
+    path: Path, seconds: float = 20.0, sfreq: float = 200.0, n_eeg: int = 12, seed: int = 0
+) -> Path:
+    """Simultaneous MEG + EEG simulated by MNE at ``sfreq`` and written as FIF.
+
+    MNE's canonical Neuromag-306 sensors (102 magnetometers, 204 planar gradiometers, with
+    positions, orientations and coil types; device frame = head frame), ``n_eeg`` 10-20 EEG
+    electrodes; two dipoles in a sphere head model (r0 (0, 0, 4) cm, radius 7 cm) driven at 7 and
+    11 Hz, forward-modelled to both, plus MNE's ad-hoc sensor noise.
+    """
+    import mne
+
+    meg = mne.channels.read_meg_canonical_info("neuromag")
+    meg = mne.pick_info(meg, mne.pick_types(meg, meg=True))
+    eeg = mne.create_info(CHANNELS_1020[:n_eeg], meg["sfreq"], "eeg")
+    one_second = int(meg["sfreq"])  # a 1 s blank recording gives an info at ``sfreq`` through MNE
+    base = mne.io.RawArray(np.zeros((len(meg.ch_names), one_second)), meg, verbose="error")
+    blank_eeg = mne.io.RawArray(np.zeros((n_eeg, one_second)), eeg, verbose="error")
+    base.add_channels([blank_eeg], force_update_info=True)
+    base.set_montage("standard_1020", on_missing="ignore", verbose="error")
+    info = base.resample(sfreq, verbose="error").info
+    rate = float(info["sfreq"])
+    sphere = mne.make_sphere_model(r0=(0.0, 0.0, 0.04), head_radius=0.07, info=None, verbose="error")
+    src = mne.setup_volume_source_space(sphere=sphere, pos=25.0, mindist=5.0, verbose="error")
+    fwd = mne.make_forward_solution(
+        info, trans=None, src=src, bem=sphere, meg=True, eeg=True, verbose="error"
+    )
+    n = int(seconds * rate)
+    t = np.arange(n) / rate
+    amplitude = np.zeros((len(src[0]["vertno"]), n))
+    amplitude[0] = 50e-9 * np.sin(2 * np.pi * 7 * t)  # 50 nAm dipoles
+    amplitude[len(amplitude) // 2] = 50e-9 * np.sin(2 * np.pi * 11 * t + 1.0)
+    stc = mne.VolSourceEstimate(amplitude, [src[0]["vertno"]], tmin=0.0, tstep=1.0 / rate)
+    raw = mne.simulation.simulate_raw(info, stc, forward=fwd, verbose="error")
+    mne.simulation.add_noise(
+        raw, mne.make_ad_hoc_cov(raw.info, verbose="error"), random_state=seed, verbose="error"
+    )
+    raw.save(path, overwrite=True, verbose="error")
+    return path

@@ -182,6 +182,7 @@ def _iter_signal(
             "position_frame": rec.position_frame,
             "position_source": rec.position_source,
             "coordinate_system": rec.coordinate_system,
+            **_geometry(rec),
             "bad_channels": bads,
             "dtype": dtype_name,
             "preprocessing": rec.preprocessing,
@@ -329,6 +330,19 @@ def _outlier_channels(rec: SignalRecording, options: ShardOptions) -> tuple[list
     return sorted(flat), sorted(noisy)
 
 
+def _geometry(rec: SignalRecording) -> dict[str, Any]:
+    """``orientations`` (per channel a unit vector or null) and ``coil_types``, when the recording
+    has MEG sensors; nothing for EEG/iEEG (their shards are unchanged)."""
+    if rec.orientations is None or not np.isfinite(rec.orientations).all(axis=1).any():
+        return {}
+    return {
+        "orientations": [
+            None if not np.isfinite(o).all() else [float(v) for v in o] for o in rec.orientations
+        ],
+        "coil_types": list(rec.coil_types),
+    }
+
+
 def _subset(rec: SignalRecording, keep: list[int]) -> SignalRecording:
     return SignalRecording(
         data=rec.data[keep],
@@ -344,6 +358,8 @@ def _subset(rec: SignalRecording, keep: list[int]) -> SignalRecording:
         modality=rec.modality,
         preprocessing=rec.preprocessing,
         coordinate_system=rec.coordinate_system,
+        orientations=None if rec.orientations is None else rec.orientations[keep],
+        coil_types=[rec.coil_types[i] for i in keep] if rec.coil_types else [],
         warnings=rec.warnings,
     )
 

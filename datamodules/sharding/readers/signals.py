@@ -67,6 +67,8 @@ class SignalRecording:
     modality: str
     preprocessing: dict[str, Any] = field(default_factory=dict)
     coordinate_system: dict[str, Any] | None = None  # BIDS space and coordsystem.json of the positions
+    orientations: np.ndarray | None = None  # [C, 3] MEG coil normals (head frame); NaN rows elsewhere
+    coil_types: list[int] = field(default_factory=list)  # FIFF coil type per channel (MEG: which sensor)
     warnings: list[str] = field(default_factory=list)  # said once when the recording is sharded
 
 
@@ -122,6 +124,7 @@ def read_signal(item: SourceItem, options: ShardOptions) -> SignalRecording:
     except ValueError as exc:
         raise ShardError(str(item.path), str(exc)) from exc
     positions, frame = _positions(raw)
+    orientations, coil_types = _sensor_geometry(raw)
     coords = None
     if position_source == "bids:electrodes.tsv" and item.bids_root is not None:
         coords = coordinate_system(item.path, item.bids_root)
@@ -136,6 +139,8 @@ def read_signal(item: SourceItem, options: ShardOptions) -> SignalRecording:
         units=units,
         positions=positions,
         position_frame=frame,
+        orientations=orientations,
+        coil_types=coil_types,
         position_source=position_source if np.isfinite(positions).all(axis=1).any() else "none",
         coordinate_system=coords,
         bad_channels=[b for b in raw.info["bads"] if b in raw.ch_names],
@@ -291,6 +296,30 @@ def default_montage() -> str:
 
     builtin = mne.channels.get_builtin_montages()
     return "colin27_1005" if "colin27_1005" in builtin else "standard_1005"
+
+
+def _sensor_geometry(raw) -> tuple[np.ndarray, list[int]]:
+    """MEG coil orientations and every channel's FIFF coil type.
+
+    A MEG channel's ``loc[9:12]`` is its coil's normal (``ez``: the direction a magnetometer
+    measures; a planar gradiometer's ``ex``, ``loc[3:6]``, is its gradient direction) in the device
+    frame; it is rotated into the head frame with ``dev_head_t`` like the positions. Returns
+    ``orientations [C, 3]`` (unit normals, NaN for non-MEG channels) and ``coil_types [C]``.
+    """
+    import mne
+
+    kinds = {mne.io.constants.FIFF.FIFFV_MEG_CH, mne.io.constants.FIFF.FIFFV_REF_MEG_CH}
+    normals = np.full((len(raw.ch_names), 3), np.nan)
+    rot = np.eye(3)
+    if raw.info.get("dev_head_t") is not None:
+        rot = np.asarray(raw.info["dev_head_t"]["trans"])[:3, :3]
+    for i, ch in enumerate(raw.info["chs"]):
+        ez = np.asarray(ch["loc"][9:12], dtype=np.float64)
+        if ch["kind"] in kinds and np.isfinite(ez).all() and np.linalg.norm(ez) > 0:
+            normals[i] = (
+                rot @ (ez / np.linalg.norm(ez)) if ch["coord_frame"] == 1 else ez / np.linalg.norm(ez)
+            )
+    return normals.astype(np.float32), [int(ch["coil_type"]) for ch in raw.info["chs"]]
 
 
 def _positions(raw) -> tuple[np.ndarray, str]:
