@@ -80,22 +80,38 @@ def channels_tsv_problem(tsv: Path) -> str | None:
     return None
 
 
-def listed_channels(tsv: Path) -> list[str]:
-    """The ``name`` column of a well-formed ``channels.tsv``."""
+# BIDS channel types of recorded signals: a channels.tsv row of these types must have its channel in
+# the recording. Trigger/status rows (TRIG, SYSCLOCK, ...) often are not channels MNE reads as data.
+_SIGNAL_TYPES = {"EEG", "ECOG", "SEEG", "DBS", "MEGMAG", "MEGGRADAXIAL", "MEGGRADPLANAR", "EOG", "ECG", "EMG"}
+
+
+def listed_channels(tsv: Path, signals_only: bool = False) -> list[str]:
+    """The ``name`` column of a well-formed ``channels.tsv`` (``signals_only``: rows of a recorded
+    signal type, ``_SIGNAL_TYPES``)."""
     rows = [line.split("\t") for line in tsv.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
-    col = [h.strip() for h in rows[0]].index("name")
-    return [r[col].strip() for r in rows[1:]]
+    header = [h.strip() for h in rows[0]]
+    col = header.index("name")
+    kind = header.index("type") if "type" in header else None
+    return [
+        r[col].strip()
+        for r in rows[1:]
+        if not signals_only or (kind is not None and r[kind].strip().upper() in _SIGNAL_TYPES)
+    ]
 
 
 def channel_mismatch(tsv: Path, ch_names: list[str], listed_only: bool = False) -> str | None:
     """How the channel names of a well-formed ``channels.tsv`` differ from the recording's, or None.
 
-    ``listed_only``: only names the sidecar lists that the recording lacks count (the recording's
-    channels missing from the sidecar are then tolerated, as mne-bids tolerates them)."""
+    ``listed_only``: only signal channels (EEG, ECOG, SEEG, DBS, MEG, EOG, ECG, EMG rows) the sidecar
+    lists and the recording lacks count; the recording's channels missing from the sidecar, and
+    trigger/status rows, are then tolerated, as mne-bids tolerates them."""
     names = listed_channels(tsv)
     extra = [n for n in names if n not in ch_names]
-    if listed_only and not extra:
-        return None
+    if listed_only:
+        signals = set(listed_channels(tsv, signals_only=True))
+        extra = [n for n in extra if n in signals]
+        if not extra:
+            return None
     absent = [n for n in ch_names if n not in names]
     if not extra and not absent:
         return None
