@@ -86,6 +86,12 @@ def test_real_ieeg_with_a_wrong_unit_shards_with_the_defaults(tmp_path: Path) ->
     assert 0.3 < float(x.std()) < 3.0
     assert not list((out / TMP_DIR).iterdir()), "temporary folders were left behind"
 
+    # inspect says it again, per recording
+    from neurotrain.datamodules.sharding.inspection import summarize
+
+    said = summarize(m)["warnings"]
+    assert list(said) == [rec["id"]] and len(said[rec["id"]]) == 2
+
     # with the unit named, they are converted to µV and normalised with µV statistics
     named = shard_dataset([root], tmp_path / "named", assume_unit="uV")
     assert set(named["statistics"]["per_type"]) == {"ecog", "dbs"}

@@ -159,6 +159,8 @@ def summarize(manifest: dict[str, Any]) -> dict[str, Any]:
         "labels": manifest["labels"]["counts"],
         "statistics": manifest["statistics"],
         "skipped": manifest.get("skipped", []),
+        "warnings": {r["id"]: r["warnings"] for r in recs if r.get("warnings")},
+        "float32": [r["id"] for r in recs if r.get("dtype") == "float32"],
     }
 
 
@@ -203,6 +205,13 @@ def print_summary(directory: str | Path, verify: bool = False, workers: int | No
             f"statistics ({st['split']}, {st['method']}) {t}: mean {v['mean']:.4g} std {v['std']:.4g} "
             f"median {v['median']:.4g} iqr {v['iqr']:.4g}"
         )
+    from rich.markup import escape
+
+    for rec, said in s["warnings"].items():  # what sharding detected and went on with
+        for message in said:
+            console.print(f"[yellow]{escape(rec)}: {escape(message)}", highlight=False)
+    if s["float32"]:
+        console.print(f"stored in float32 (float16 could not hold them): {', '.join(s['float32'])}")
     for sk in s["skipped"]:
         console.print(f"[yellow]skipped {sk['source']}: {sk['error']}")
     if not verify:
