@@ -23,14 +23,6 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from neurotrain.train.data_commands import add_fetch_parser, add_inspect_parser, add_shard_parser
-from neurotrain.train.evaluation.evaluate import add_evaluate_parser
-from neurotrain.train.evaluation.quickstart import add_quickstart_parser
-from neurotrain.train.report.compare import add_compare_parser
-from neurotrain.train.run.export import add_export_parser
-from neurotrain.train.sweeps.command import add_sweep_parser
-from neurotrain.train.tracking.sync import add_sync_parser
-
 Handler = Callable[[argparse.Namespace], int]
 
 _LIGHTNING_HELP = {
@@ -43,6 +35,19 @@ _LIGHTNING_HELP = {
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every subcommand registered."""
+    # Lightning before the evaluation modules: importing scikit-learn first leaves Python's typing
+    # cache holding ``Union[float, int, None]`` for ``Optional[Union[int, float]]``, and jsonargparse
+    # then reads Trainer options such as ``--trainer.limit_val_batches=1`` as 1.0 (all batches).
+    import pytorch_lightning  # noqa: F401
+
+    from neurotrain.train.data_commands import add_fetch_parser, add_inspect_parser, add_shard_parser
+    from neurotrain.train.evaluation.evaluate import add_evaluate_parser
+    from neurotrain.train.evaluation.quickstart import add_quickstart_parser
+    from neurotrain.train.report.compare import add_compare_parser
+    from neurotrain.train.run.export import add_export_parser
+    from neurotrain.train.sweeps.command import add_sweep_parser
+    from neurotrain.train.tracking.sync import add_sync_parser
+
     parser = argparse.ArgumentParser(
         prog="neurotrain",
         description="Train foundation models on neural recordings (EEG, MEG, iEEG, fMRI, MRI).",
