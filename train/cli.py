@@ -14,7 +14,8 @@
 ``shard`` (its own jsonargparse parser, generated from ``ShardOptions``) and the LightningCLI commands
 parse their own command lines: ``main`` hands them over by their first word, and the top-level
 parser lists them with placeholders. The data commands live in ``data_commands``, the others beside
-their code. Heavy libraries are imported inside each subcommand, so ``neurotrain --help`` is instant.
+their code. The subcommand modules are imported by ``build_parser``, never for the LightningCLI
+commands, which import only what a run needs.
 """
 
 from __future__ import annotations
@@ -35,9 +36,9 @@ _LIGHTNING_HELP = {
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every subcommand registered."""
-    # Lightning before the evaluation modules: importing scikit-learn first leaves Python's typing
-    # cache holding ``Union[float, int, None]`` for ``Optional[Union[int, float]]``, and jsonargparse
-    # then reads Trainer options such as ``--trainer.limit_val_batches=1`` as 1.0 (all batches).
+    # Lightning before the evaluation modules (scikit-learn): with sklearn.metrics imported first,
+    # jsonargparse reads the ``int | float`` Trainer options as floats (``--trainer.limit_val_batches=1``
+    # becomes 1.0, all batches); seen with jsonargparse 4.53, scikit-learn 1.9, Lightning 2.6.
     import pytorch_lightning  # noqa: F401
 
     from neurotrain.train.data_commands import add_fetch_parser, add_inspect_parser, add_shard_parser
