@@ -16,6 +16,18 @@ Input contract (the batch the datamodules produce)::
     channel_types  int64   [B, C]      index into CHANNEL_TYPES; 0 = padding
     sfreq          float32 [B]         samples per second (fMRI: 1 / TR)
 
+Optional (a batch without them is read as "no orientation known")::
+
+    orientations      float32 [B, C, 3]   unit MEG coil normals (head frame); 0 where unknown
+    orientation_mask  bool    [B, C]      True = the channel has a coil normal
+
+Orientation (``use_orientation``, default on): an MEG sensor measures the field component along
+its coil normal, so two coils at one place facing different ways see different signals. Where
+``orientation_mask`` is True the channel's sensor encoding gains ``OrientationEncoding(normal)``;
+elsewhere (EEG, iEEG, padding) nothing is added. The map's output layer starts at zero, and a
+checkpoint written before the option existed loads strictly with that zero layer filled in
+(a load pre-hook, ``_orientation_for_old_weights``): the old model's outputs are unchanged.
+
 Example::
 
     encoder = SignalEncoder.from_config(SignalEncoderConfig(size="small", patch_size=64))
@@ -26,6 +38,7 @@ Example::
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import asdict, dataclass
 
@@ -34,6 +47,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from neurotrain.datamodules.format.channel_types import CHANNEL_TYPES
+
+log = logging.getLogger(__name__)
+
+# Batch keys the encoder reads when present: MEG coil orientations (see the module docstring).
+ORIENTATION_KEYS = ("orientations", "orientation_mask")
 
 # Width, depth and heads of the named sizes; `small`, `base` and `large` land near 10M, 100M and
 # 300M parameters (checked by a test), `tiny` is for CI.
@@ -68,6 +86,8 @@ class SignalEncoderConfig:
     # patch up to a long fMRI run.
     time_min_period: float = 0.01
     time_max_period: float = 1000.0
+    # Add an embedding of the unit coil normal to channels that have one (MEG), see the docstring.
+    use_orientation: bool = True
 
     def resolved(self) -> SignalEncoderConfig:
         """A copy with ``dim``/``depth``/``heads`` filled from ``size`` where they are 0."""
@@ -111,6 +131,7 @@ class SignalEncoder(nn.Module):
         position_max_freq: float = 100.0,
         time_min_period: float = 0.01,
         time_max_period: float = 1000.0,
+        use_orientation: bool = True,
     ) -> None:
         super().__init__()
         self.config = SignalEncoderConfig(
@@ -125,6 +146,7 @@ class SignalEncoder(nn.Module):
             position_max_freq=position_max_freq,
             time_min_period=time_min_period,
             time_max_period=time_max_period,
+            use_orientation=use_orientation,
         ).resolved()
         cfg = self.config
         self.patch_size = cfg.patch_size
@@ -135,12 +157,16 @@ class SignalEncoder(nn.Module):
         self.unknown_position = nn.Parameter(torch.zeros(cfg.dim))
         self.channel_type = nn.Embedding(len(CHANNEL_TYPES), cfg.dim, padding_idx=0)
         self.time = TimeEncoding(cfg.dim, cfg.time_min_period, cfg.time_max_period)
+        self.orientation = OrientationEncoding(cfg.dim) if cfg.use_orientation else None
         self.blocks = nn.ModuleList(
             Block(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.dropout) for _ in range(cfg.depth)
         )
         self.norm = nn.LayerNorm(cfg.dim)
         self.apply(_init_weights)
         nn.init.normal_(self.unknown_position, std=0.02)
+        if self.orientation is not None:
+            self.orientation.reset_parameters()  # zero output: no effect until trained
+            self.register_load_state_dict_pre_hook(_orientation_for_old_weights)
 
     @classmethod
     def from_config(cls, config: SignalEncoderConfig) -> SignalEncoder:
@@ -195,16 +221,44 @@ class SignalEncoder(nn.Module):
         return EncoderOutput(tokens=x, pooled=masked_mean(x, channel_mask))
 
     def sensor_encoding(self, batch: dict[str, Tensor]) -> Tensor:
-        """Where each channel is: xyz Fourier features (or the unknown embedding) + type. [B, C, D]"""
+        """Where each channel is: xyz Fourier features (or the unknown embedding) + type, plus the
+        coil-normal embedding where ``orientation_mask`` is True (``use_orientation``). [B, C, D]"""
         known = self.position(batch["positions"].float())  # [B, C, D]
         where = torch.where(batch["position_mask"][..., None], known, self.unknown_position)  # [B, C, D]
-        return where + self.channel_type(batch["channel_types"])  # [B, C, D]
+        out = where + self.channel_type(batch["channel_types"])  # [B, C, D]
+        if self.orientation is not None:
+            mask = batch.get("orientation_mask")  # a batch without the keys: no normal known
+            normals = batch["orientations"] if mask is not None else torch.zeros_like(batch["positions"])
+            if mask is None:
+                mask = torch.zeros_like(batch["channel_mask"])
+            # Always on the graph (a zero gradient without MEG), so DDP sees every parameter used.
+            facing = self.orientation(normals.float())  # [B, C, D]
+            out = out + torch.where(mask[..., None], facing, 0.0)  # [B, C, D]
+        return out
 
     def time_encoding(self, sfreq: Tensor, n_patches: int) -> Tensor:
         """Patch centre times in seconds, (i + 0.5) * patch_size / sfreq, encoded. [B, P, D]"""
         index = torch.arange(n_patches, device=sfreq.device, dtype=torch.float32) + 0.5  # [P]
         seconds = index[None, :] * self.patch_size / sfreq.float()[:, None]  # [B, P]
         return self.time(seconds)
+
+
+def _orientation_for_old_weights(
+    module: SignalEncoder, state_dict: dict[str, Tensor], prefix: str, *_: object
+) -> None:
+    """Load-state-dict pre-hook: weights from before ``use_orientation`` (an encoder state dict,
+    ``patch_embed.weight`` present, without any ``orientation.*`` key) get the orientation map at
+    zero, so strict loading passes and the model computes exactly what the old one did.
+
+    Only these keys are filled in; any other missing key stays an error of strict loading.
+    """
+    if f"{prefix}patch_embed.weight" not in state_dict:
+        return
+    if any(k.startswith(f"{prefix}orientation.") for k in state_dict):
+        return
+    log.info("encoder weights from before use_orientation: the orientation map starts at zero")
+    for name, param in module.orientation.named_parameters():
+        state_dict[f"{prefix}orientation.{name}"] = torch.zeros_like(param)
 
 
 def masked_mean(tokens: Tensor, channel_mask: Tensor) -> Tensor:
@@ -228,6 +282,31 @@ class PositionEncoding(nn.Module):
         angles = xyz[..., :, None] * self.freqs  # [..., 3, F]
         features = torch.cat([angles.sin().flatten(-2), angles.cos().flatten(-2), xyz], dim=-1)  # [..., 6F+3]
         return self.mlp(features)  # [..., D]
+
+
+class OrientationEncoding(nn.Module):
+    """A unit coil normal as low-frequency Fourier features, then a linear map: [..., 3] -> [..., D].
+
+    Features: the normal itself and sin/cos of ``k * pi * n`` for ``k = 1..n_freqs`` (a unit
+    vector needs no more than a few cycles over [-1, 1]). The linear map starts at zero
+    (``reset_parameters``), so a model gains orientation without its initial outputs moving, and
+    its gradient is nonzero from the first step (the features are not zero).
+    """
+
+    def __init__(self, dim: int, n_freqs: int = 4) -> None:
+        super().__init__()
+        self.register_buffer("freqs", math.pi * torch.arange(1, n_freqs + 1).float(), persistent=False)
+        self.proj = nn.Linear(3 * 2 * n_freqs + 3, dim)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, normal: Tensor) -> Tensor:
+        angles = normal[..., :, None] * self.freqs  # [..., 3, F]
+        features = torch.cat([angles.sin().flatten(-2), angles.cos().flatten(-2), normal], dim=-1)
+        return self.proj(features)  # [..., D]
 
 
 class TimeEncoding(nn.Module):

@@ -153,6 +153,21 @@ def write_t1(path: Path, shape: tuple[int, int, int] = (40, 48, 40), seed: int =
     return path
 
 
+def meg_eeg_info(n_eeg: int, sfreq: float):
+    """MNE's canonical Neuromag-306 sensors plus ``n_eeg`` 10-20 electrodes, at ``sfreq`` (an ``mne.Info``)."""
+    import mne
+
+    meg = mne.channels.read_meg_canonical_info("neuromag")
+    meg = mne.pick_info(meg, mne.pick_types(meg, meg=True))
+    eeg = mne.create_info(CHANNELS_1020[:n_eeg], meg["sfreq"], "eeg")
+    one_second = int(meg["sfreq"])  # a 1 s blank recording gives an info at ``sfreq`` through MNE
+    base = mne.io.RawArray(np.zeros((len(meg.ch_names), one_second)), meg, verbose="error")
+    blank_eeg = mne.io.RawArray(np.zeros((n_eeg, one_second)), eeg, verbose="error")
+    base.add_channels([blank_eeg], force_update_info=True)
+    base.set_montage("standard_1020", on_missing="ignore", verbose="error")
+    return base.resample(sfreq, verbose="error").info
+
+
 def write_meg_fif(
     path: Path, seconds: float = 20.0, sfreq: float = 200.0, n_eeg: int = 12, seed: int = 0
 ) -> Path:
@@ -165,15 +180,7 @@ def write_meg_fif(
     """
     import mne
 
-    meg = mne.channels.read_meg_canonical_info("neuromag")
-    meg = mne.pick_info(meg, mne.pick_types(meg, meg=True))
-    eeg = mne.create_info(CHANNELS_1020[:n_eeg], meg["sfreq"], "eeg")
-    one_second = int(meg["sfreq"])  # a 1 s blank recording gives an info at ``sfreq`` through MNE
-    base = mne.io.RawArray(np.zeros((len(meg.ch_names), one_second)), meg, verbose="error")
-    blank_eeg = mne.io.RawArray(np.zeros((n_eeg, one_second)), eeg, verbose="error")
-    base.add_channels([blank_eeg], force_update_info=True)
-    base.set_montage("standard_1020", on_missing="ignore", verbose="error")
-    info = base.resample(sfreq, verbose="error").info
+    info = meg_eeg_info(n_eeg, sfreq)
     rate = float(info["sfreq"])
     sphere = mne.make_sphere_model(r0=(0.0, 0.0, 0.04), head_radius=0.07, info=None, verbose="error")
     src = mne.setup_volume_source_space(sphere=sphere, pos=25.0, mindist=5.0, verbose="error")
@@ -185,6 +192,54 @@ def write_meg_fif(
     amplitude = np.zeros((len(src[0]["vertno"]), n))
     amplitude[0] = 50e-9 * np.sin(2 * np.pi * 7 * t)  # 50 nAm dipoles
     amplitude[len(amplitude) // 2] = 50e-9 * np.sin(2 * np.pi * 11 * t + 1.0)
+    stc = mne.VolSourceEstimate(amplitude, [src[0]["vertno"]], tmin=0.0, tstep=1.0 / rate)
+    raw = mne.simulation.simulate_raw(info, stc, forward=fwd, verbose="error")
+    mne.simulation.add_noise(
+        raw, mne.make_ad_hoc_cov(raw.info, verbose="error"), random_state=seed, verbose="error"
+    )
+    raw.save(path, overwrite=True, verbose="error")
+    return path
+
+
+def write_meg_alignment_fif(
+    path: Path,
+    seconds: float = 100.0,
+    sfreq: float = 100.0,
+    n_sources: int = 8,
+    n_eeg: int = 12,
+    seed: int = 0,
+) -> Path:
+    """Simultaneous MEG + EEG whose source activity changes over time, so windows differ.
+
+    The set-up of ``write_meg_fif`` (MNE's canonical Neuromag-306 sensors, ``n_eeg`` 10-20 EEG
+    electrodes, a sphere head model, MNE's ad-hoc sensor noise), but ``n_sources`` dipoles spread
+    over the volume source space, each a rhythm (5-25 Hz) whose amplitude (0-80 nAm) drifts
+    smoothly and independently on a ~1 s time scale. Every window of a second or so then holds
+    its own mix of active sources, seen by both EEG and MEG: what EEG <-> MEG retrieval must
+    match. Seeded (``seed``): the same file every time.
+    """
+    import mne
+
+    rng = np.random.default_rng(seed)
+    info = meg_eeg_info(n_eeg, sfreq)
+    rate = float(info["sfreq"])
+    sphere = mne.make_sphere_model(r0=(0.0, 0.0, 0.04), head_radius=0.07, info=None, verbose="error")
+    # no source at the sphere centre, where the EEG sphere model is singular
+    src = mne.setup_volume_source_space(sphere=sphere, pos=20.0, mindist=5.0, exclude=10.0, verbose="error")
+    fwd = mne.make_forward_solution(
+        info, trans=None, src=src, bem=sphere, meg=True, eeg=True, verbose="error"
+    )
+    n = int(seconds * rate)
+    t = np.arange(n) / rate
+    n_vertices = len(src[0]["vertno"])
+    amplitude = np.zeros((n_vertices, n))
+    where = np.linspace(0, n_vertices - 1, n_sources).round().astype(int)
+    kernel = np.exp(-0.5 * (np.arange(-3 * rate, 3 * rate + 1) / (0.5 * rate)) ** 2)  # 0.5 s Gaussian
+    for k, vertex in enumerate(where):
+        drift = np.convolve(rng.standard_normal(n + kernel.size - 1), kernel, mode="valid")  # [n]
+        envelope = np.clip(drift / drift.std(), 0.0, None) * 40e-9  # >= 0, ~0-80 nAm
+        freq = 5.0 + 20.0 * k / max(n_sources - 1, 1)
+        amplitude[vertex] = envelope * np.sin(2 * np.pi * freq * t + rng.uniform(0, 2 * np.pi))
     stc = mne.VolSourceEstimate(amplitude, [src[0]["vertno"]], tmin=0.0, tstep=1.0 / rate)
     raw = mne.simulation.simulate_raw(info, stc, forward=fwd, verbose="error")
     mne.simulation.add_noise(

@@ -30,12 +30,15 @@ BASE_KEYS = {
     "positions",
     "position_mask",
     "channel_types",
+    "orientations",
+    "orientation_mask",
     "sfreq",
     "onset_s",
     "labels",
     "subject",
     "recording",
     "sample_id",
+    "dataset",
 }
 
 
@@ -294,6 +297,15 @@ def test_options_off_batches_have_no_paired_keys(
     batch = next(iter(windows.train_dataloader()))
     assert set(batch) == BASE_KEYS | {
         f"pair_{k}"
-        for k in ("signal", "channel_mask", "positions", "position_mask", "channel_types", "sfreq")
+        for k in (
+            "signal",
+            "channel_mask",
+            "positions",
+            "position_mask",
+            "channel_types",
+            "orientations",
+            "orientation_mask",
+            "sfreq",
+        )
     }
     torch.testing.assert_close(batch["pair_signal"], batch["signal"])  # same types: the same view

@@ -43,6 +43,8 @@ class Layout:
     types: np.ndarray  # int64 [C_max], 0 = pad
     center: np.ndarray  # float32 [C_max], subtracted (0 on pads)
     inv_scale: np.ndarray  # float32 [C_max], multiplied after centering (1 on pads)
+    orientations: np.ndarray  # float32 [C_max, 3], unit MEG coil normals, 0 where unknown
+    orientation_mask: np.ndarray  # bool [C_max], True where the slot has a coil normal
 
     def __getstate__(self) -> dict[str, Any]:
         # The per-window-length plans (``_window_plan``) hold tensors; workers rebuild their own.
@@ -129,7 +131,40 @@ def make_layout(
             c, s = norm[key]
             center[slot] = c
             inv_scale[slot] = 1.0 / s if s > 0 else 1.0
-    return Layout(runs, full, channel_mask, positions, position_mask, type_idx, center, inv_scale)
+    orientations, orientation_mask = _orientations(meta.get("orientations"), keep, slot_of, c_max)
+    return Layout(
+        runs,
+        full,
+        channel_mask,
+        positions,
+        position_mask,
+        type_idx,
+        center,
+        inv_scale,
+        orientations,
+        orientation_mask,
+    )
+
+
+def _orientations(
+    stored: list[list[float] | None] | None, keep: list[int], slot_of: list[int], c_max: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per slot the stored unit coil normal (MEG: ``meta["orientations"]``) and whether it has one.
+
+    Returns ``float32 [C_max, 3]`` (0 where unknown) and ``bool [C_max]``. A sample without
+    ``orientations`` (EEG, iEEG: the shards store none) gives zeros and an all-False mask, made
+    once per layout like the positions, so its batches pay only for stacking two small arrays.
+    """
+    orientations = np.zeros((c_max, 3), dtype=np.float32)
+    mask = np.zeros(c_max, dtype=bool)
+    if stored is None:
+        return orientations, mask
+    for row, slot in zip(keep, slot_of, strict=True):
+        o = stored[row]
+        if o is not None and all(v is not None for v in o) and np.all(np.isfinite(o)):
+            orientations[slot] = o
+            mask[slot] = True
+    return orientations, mask
 
 
 def collate_windows(
@@ -139,9 +174,11 @@ def collate_windows(
 
     Returns ``signal`` float32 [B, C_max, T] normalised per slot as ``(x - center) * inv_scale``
     (padded slots have center 0, inv_scale 1 and stay 0), ``channel_mask`` bool [B, C_max],
-    ``positions`` float32 [B, C_max, 3], ``position_mask`` bool [B, C_max] and ``channel_types``
-    int64 [B, C_max]. The signal is allocated once per batch; each window is widened from
-    float16 and normalised in place while it is still in cache (``_fill_window``).
+    ``positions`` float32 [B, C_max, 3], ``position_mask`` bool [B, C_max], ``channel_types``
+    int64 [B, C_max], ``orientations`` float32 [B, C_max, 3] (unit MEG coil normals, 0 where
+    unknown) and ``orientation_mask`` bool [B, C_max]. The signal is allocated once per batch;
+    each window is widened from float16 and normalised in place while it is still in cache
+    (``_fill_window``).
     """
     B, T = len(windows), window_samples
     layouts = [w[2] for w in windows]
@@ -171,6 +208,8 @@ def _stack_layouts(layouts: list[Layout], c_max: int) -> dict[str, torch.Tensor]
         "positions": "positions",
         "position_mask": "position_mask",
         "channel_types": "types",
+        "orientations": "orientations",
+        "orientation_mask": "orientation_mask",
     }
     if not layouts:  # every window of the batch was skipped as corrupt
         return {
@@ -178,6 +217,8 @@ def _stack_layouts(layouts: list[Layout], c_max: int) -> dict[str, torch.Tensor]
             "positions": torch.zeros((0, c_max, 3), dtype=torch.float32),
             "position_mask": torch.zeros((0, c_max), dtype=torch.bool),
             "channel_types": torch.zeros((0, c_max), dtype=torch.int64),
+            "orientations": torch.zeros((0, c_max, 3), dtype=torch.float32),
+            "orientation_mask": torch.zeros((0, c_max), dtype=torch.bool),
         }
     first: dict[int, int] = {}  # id(layout) -> row in the distinct stack
     distinct: list[Layout] = []

@@ -1,7 +1,11 @@
 """`AlignmentModule`: contrastive alignment of the signal with a second view (image or signal).
 
 Batch keys: the signal keys + ``image`` [B, 3, H, W] (``pair="image"``), or the second signal's
-keys with ``pair_prefix`` (``pair_signal``, ``pair_channel_mask``, …) for ``pair="signal"``.
+keys with ``pair_prefix`` (``pair_signal``, ``pair_channel_mask``, …) for ``pair="signal"``,
+and ``pair_orientations``/``pair_orientation_mask`` when the batch has them (MEG coil normals).
+
+EEG <-> MEG: ``ShardDataModule(channel_types=["eeg"], pair_channel_types=["mag", "grad"])`` gives
+both views of the same windows; ``AlignmentModule(pair="signal")`` trains one encoder per view.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from neurotrain.models.image_encoder import ImageEncoder
 from neurotrain.models.modules.base import SIGNAL_KEYS, EncoderModule, encoder_config, plain_init_args
 from neurotrain.models.objectives import ContrastiveAlignment, topk_retrieval_accuracy
 from neurotrain.models.optim import OptimizerConfig
-from neurotrain.models.signal_encoder import SignalEncoder, SignalEncoderConfig
+from neurotrain.models.signal_encoder import ORIENTATION_KEYS, SignalEncoder, SignalEncoderConfig
 
 
 class AlignmentModule(EncoderModule):
@@ -80,10 +84,14 @@ class AlignmentModule(EncoderModule):
         return torch.nn.functional.normalize(self.alignment.proj_a(self.encoder(batch).pooled), dim=-1)
 
     def pair_batch(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """The second view's inputs, keyed as its encoder expects."""
+        """The second view's inputs, keyed as its encoder expects (orientations when present)."""
         if self.pair == "image":
             return {"image": batch["image"]}
-        return {key: batch[self.pair_prefix + key] for key in SIGNAL_KEYS}
+        view = {key: batch[self.pair_prefix + key] for key in SIGNAL_KEYS}
+        view.update(
+            {k: batch[self.pair_prefix + k] for k in ORIENTATION_KEYS if self.pair_prefix + k in batch}
+        )
+        return view
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         loss = super().training_step(batch, batch_idx)
