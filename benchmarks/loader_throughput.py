@@ -11,6 +11,13 @@ with ``--workers`` DataLoader workers everywhere, delivered as float32 tensors b
         ours_proc the same with ``worker_mode: processes`` (DataLoader worker processes)
     (d) bd_pre    braindecode ``create_fixed_length_windows`` on the EDF files, preloaded
         bd_lazy   the same with ``preload=False`` (reads from the EDF per window)
+    (e) mixed     (c) over the four corpora of ``mixed_pretrain.yaml``, weights 0.25 each and
+                  ``sfreq: 256``: the example EEG (256 Hz, read as stored), a 4-channel EEG
+                  without positions (250 Hz, MNE-written EDF), the real iEEG example (1000 Hz)
+                  and MNE-simulated MEG (200 Hz, Neuromag-306 + 12 EEG; magnetometers kept by
+                  the config's ``channel_types``), all resampled to 256 Hz as they are read
+        mixed_cold the same with the resampled-segment cache off: every read resamples again
+                  (what a corpus too large for the 256 MB cache pays)
 
 Every loader delivers the same thing: float32 windows of all 128 channels in µV, centred and
 scaled per channel type with the dataset's robust statistics (the manifest's median/IQR, what
@@ -28,6 +35,9 @@ throughput and memory.
 
 MB/s: (a) tar bytes read; the others float32 signal bytes delivered. ``fraction_of_raw_read`` is
 (c) windows/s over the windows/s (a) could feed at the shards' stored bytes per window.
+``mixed_vs_single`` is (e) over (c): windows/s (aim >= 0.7) and peak resident memory; both
+deliver ``[B, 128, T]`` batches (the mix's widest kept sample is the EEG's 128 channels).
+``--runs ours mixed mixed_cold --replicas 1`` measures only those.
 The last line printed is one JSON object with every figure.
 """
 
@@ -50,7 +60,7 @@ from typing import Any
 
 import psutil
 
-RUNS = ("raw", "wds", "ours", "ours_proc", "bd_pre", "bd_lazy")
+RUNS = ("raw", "wds", "ours", "ours_proc", "bd_pre", "bd_lazy", "mixed", "mixed_cold")
 SCALED = ("wds", "ours", "ours_proc", "bd_pre", "bd_lazy")  # also measured at --replicas x data
 
 
@@ -60,14 +70,16 @@ def main() -> None:
         print(json.dumps(measure(args)), flush=True)
         return
     shards = Path(args.shards) if args.shards else ensure_shards()
+    runs = [r for r in RUNS if r in (args.runs or RUNS)]
+    if {"mixed", "mixed_cold"} & set(runs) and not args.mixed:
+        args.mixed = str(ensure_mixed_shards(shards))
     results: dict[str, Any] = {}
-    for run in RUNS:
+    for run in runs:
         results[run] = child(args, run, shards, 1)
         print(f"{run:8s} 1x {fmt(results[run])}", flush=True)
-    for run in SCALED:
+    for run in [r for r in SCALED if r in runs] if args.replicas > 1 else []:
         results[f"{run}_x{args.replicas}"] = r = child(args, run, shards, args.replicas)
         print(f"{run:8s} {args.replicas}x {fmt(r)}", flush=True)
-    ours, raw = results["ours"], results["raw"]
 
     def speedups(suffix: str) -> dict[str, float]:
         mine = results[f"ours{suffix}"]["windows_per_s"]
@@ -78,8 +90,7 @@ def main() -> None:
             "processes_vs_threads": round(results[f"ours_proc{suffix}"]["windows_per_s"] / mine, 2),
         }
 
-    one = speedups("")
-    summary = {
+    summary: dict[str, Any] = {
         "window": [128, args.window_samples],
         "batch_size": args.batch_size,
         "workers": args.workers,
@@ -88,17 +99,37 @@ def main() -> None:
         "replicas": args.replicas,
         "windows_per_s": {k: round(v["windows_per_s"]) for k, v in results.items()},
         "mb_per_s": {k: round(v["mb_per_s"], 1) for k, v in results.items()},
-        "speedup_vs_webdataset": one["vs_webdataset"],
-        "speedup_vs_braindecode_lazy": one["vs_braindecode_lazy"],
-        "speedup_vs_braindecode_preloaded": one["vs_braindecode_preloaded"],
-        "speedups_1x": one,
-        f"speedups_{args.replicas}x": speedups(f"_x{args.replicas}"),
-        "fraction_of_raw_read": round(ours["windows_per_s"] / raw["windows_per_s"], 3),
-        "peak_rss_mb": {
-            key: {"main": r["maxrss_mb"], "workers": r["worker_maxrss_mb"]}
-            for key, r in results.items()
-            if key != "raw"
-        },
+    }
+    if set(RUNS[:6]) <= set(runs):  # every single-dataset loader: the comparison table
+        one = speedups("")
+        summary.update(
+            {
+                "speedup_vs_webdataset": one["vs_webdataset"],
+                "speedup_vs_braindecode_lazy": one["vs_braindecode_lazy"],
+                "speedup_vs_braindecode_preloaded": one["vs_braindecode_preloaded"],
+                "speedups_1x": one,
+                "fraction_of_raw_read": round(
+                    results["ours"]["windows_per_s"] / results["raw"]["windows_per_s"], 3
+                ),
+            }
+        )
+        if args.replicas > 1:
+            summary[f"speedups_{args.replicas}x"] = speedups(f"_x{args.replicas}")
+    if "ours" in results and "mixed" in results:
+        ours, mixed = results["ours"], results["mixed"]
+        summary["mixed_vs_single"] = {
+            "windows_per_s": round(mixed["windows_per_s"] / ours["windows_per_s"], 3),
+            "peak_rss_main": round(mixed["maxrss_mb"] / ours["maxrss_mb"], 3),
+        }
+        if "mixed_cold" in results:
+            cold = results["mixed_cold"]
+            summary["mixed_vs_single"]["windows_per_s_uncached"] = round(
+                cold["windows_per_s"] / ours["windows_per_s"], 3
+            )
+    summary["peak_rss_mb"] = {
+        key: {"main": r["maxrss_mb"], "workers": r["worker_maxrss_mb"]}
+        for key, r in results.items()
+        if key != "raw"
     }
     print(json.dumps(summary))
 
@@ -112,6 +143,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--replicas", type=int, default=8, help="data multiple for the memory runs")
     p.add_argument("--worker-mode", choices=("threads", "processes"), default="threads", help="for (c)")
+    p.add_argument("--runs", nargs="+", choices=RUNS, help="measure only these (default: all)")
+    p.add_argument("--mixed", help="folder with the mixed corpus' eeg4/ieeg/meg shards (default: the cache)")
     p.add_argument("--run", choices=RUNS, help=argparse.SUPPRESS)
     p.add_argument("--scale", type=int, default=1, help=argparse.SUPPRESS)
     return p.parse_args()
@@ -128,6 +161,8 @@ def child(args: argparse.Namespace, run: str, shards: Path, scale: int) -> dict[
     cmd = [sys.executable, __file__, "--run", run, "--scale", str(scale), "--shards", str(shards)]
     for flag in ("seconds", "window_samples", "batch_size", "workers", "worker_mode"):
         cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    if args.mixed:
+        cmd += ["--mixed", args.mixed]
     out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     if out.returncode != 0:
         raise RuntimeError(f"{run} failed:\n{out.stderr[-3000:]}")
@@ -142,6 +177,37 @@ def ensure_shards() -> Path:
     out = Path(cache_root()) / "bench" / "eeg-shards"
     if not (out / "manifest.json").is_file():
         shard_dataset([fetch("eeg")], out, workers=2)
+    return out
+
+
+def ensure_mixed_shards(eeg: Path) -> Path:
+    """The three other corpora of the mix, sharded once into the cache (``eeg`` is the 4th).
+
+    ``eeg4``: a 4-channel EEG without positions, 10 minutes at 250 Hz (``tests/mixed_corpus.py``,
+    written by MNE); ``ieeg``: the real example (``neurotrain fetch ieeg``, 1000 Hz, 19 s);
+    ``meg``: 2 minutes of MNE-simulated Neuromag-306 + 12 EEG at 200 Hz (``tests/synthetic.py``).
+    """
+    from neurotrain.datamodules.io.cache import cache_root
+    from neurotrain.datamodules.sharding import shard_dataset
+    from neurotrain.datamodules.sharding.examples import fetch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' generators
+    import mixed_corpus
+    import synthetic
+
+    out = Path(cache_root()) / "bench" / "mixed"
+    raw = out / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    sources = {
+        "eeg4": lambda: mixed_corpus.write_four_channel_edf(raw / "sub-01_eeg.edf", seconds=600.0),
+        "ieeg": lambda: fetch("ieeg"),
+        "meg": lambda: synthetic.write_meg_fif(raw / "sim_meg_raw.fif", seconds=120.0, sfreq=200.0),
+    }
+    for name, make in sources.items():
+        if not (out / name / "manifest.json").is_file():
+            shard_dataset([make()], out / name, split_ratios=(1.0, 0.0, 0.0), noisy_threshold=0.0)
+    (out / "eeg").unlink(missing_ok=True)
+    (out / "eeg").symlink_to(eeg.resolve(), target_is_directory=True)
     return out
 
 
@@ -165,6 +231,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         make = wds_loader(shards, args)
     elif args.run in ("ours", "ours_proc"):
         make = our_loader(shards, args, "processes" if args.run == "ours_proc" else args.worker_mode)
+    elif args.run in ("mixed", "mixed_cold"):
+        make = mixed_loader(Path(args.mixed), args, cache=args.run == "mixed")
     else:
         make = braindecode_loader(shards, args, preload=args.run == "bd_pre")
     return timed_loader(make, args.seconds, bytes_per_window=C * T * 4)
@@ -272,6 +340,35 @@ def our_loader(shards: Path, args: argparse.Namespace, worker_mode: str):
         drop_bad_channels=False,  # all 128 channels, as the other loaders deliver
     )
     dm.setup("fit")
+    return dm.train_dataloader
+
+
+def mixed_loader(folder: Path, args: argparse.Namespace, cache: bool = True):
+    """(e): (c) over the four corpora, with the data options of ``mixed_pretrain.yaml``."""
+    import yaml
+
+    from neurotrain.datamodules.loading import streaming
+    from neurotrain.datamodules.loading.datamodule import ShardDataModule
+
+    if not cache:
+        streaming._RESAMPLED.max_bytes = 0  # nothing is kept: every read resamples
+
+    config = Path(__file__).resolve().parents[1] / "train" / "configs" / "mixed_pretrain.yaml"
+    data = yaml.safe_load(config.read_text())["data"]
+    dm = ShardDataModule(
+        [str(folder / name) for name in ("eeg", "eeg4", "ieeg", "meg")],
+        weights=data["weights"],
+        sfreq=data["sfreq"],
+        channel_types=data["channel_types"],
+        window_seconds=args.window_samples / 256,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        worker_mode=args.worker_mode,
+        train_split="all",
+        drop_bad_channels=False,  # as (c)
+    )
+    dm.setup("fit")
+    assert dm.c_max == 128 and dm.sfreq == data["sfreq"], (dm.c_max, dm.sfreq)
     return dm.train_dataloader
 
 

@@ -99,6 +99,7 @@ def test_every_shipped_config_is_exercised() -> None:
         "eeg_eegnet",  # these two: tests/test_braindecode_models.py
         "eeg_shallow",
         "ieeg_finetune",  # tests/test_continuous_target.py
+        "mixed_pretrain",  # tests/test_mixed_pretrain.py
     }
     assert {p.stem for p in CONFIGS.glob("*.yaml")} == tested
 

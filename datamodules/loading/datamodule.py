@@ -17,16 +17,27 @@ Batch (``B`` windows, ``C_max`` channel slots, ``T`` samples):
     positions       float32 [B, C_max, 3]   metres (head frame) or MNI; 0 where unknown
     position_mask   bool    [B, C_max]
     channel_types   int64   [B, C_max]      index into CHANNEL_TYPES, 0 = pad
+    orientations    float32 [B, C_max, 3]   unit MEG coil normals (head frame); 0 where unknown
+    orientation_mask bool   [B, C_max]      True where the slot has a coil normal (MEG sensors)
     sfreq           float32 [B]             samples per second (fMRI: 1 / TR)
     onset_s         float32 [B]             window start in its recording, seconds
     labels          int64   [B]             class of the event (epochs mode), else -1
+    dataset         int64   [B]             which of ``datasets`` the window came from (index;
+                                            ``dataset_names`` names them, e.g. for per-dataset losses)
     subject, recording, sample_id           list[str] of length B
+
+Rates: every batch has one rate. Datasets stored at different rates need ``sfreq`` (e.g. 256):
+segments at another rate are resampled to it as they are read (``loading/resample.py``: scipy's
+polyphase resampler with its anti-alias filter), windows are cut in seconds on that grid, and
+``sfreq``/``onset_s`` say the load rate. Without it, different rates are an error naming each
+dataset's rates; at one rate nothing is resampled and batches are what they were without it.
 
 Paired views, only when asked for (``images``, ``pair_channel_types``):
 
     image           float32 [B, 3, S, S]    the epoch's stimulus image (ImageNet-normalised)
     pair_signal ... pair_channel_types      the same windows through the pair channel types,
-    pair_sfreq                              laid out like the main keys ([B, C_pair, T] ...)
+    pair_orientations, pair_orientation_mask  laid out like the main keys ([B, C_pair, T] ...)
+    pair_sfreq
 
 Manifests are read through ``format.manifest.load_manifest`` (a schema this version does not know
 is refused, naming the file). Exact resume: ``state_dict()`` records (epoch, batches delivered
@@ -45,12 +56,14 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 from neurotrain.datamodules.loading.collate import Layout, make_layout, widest_kept
+from neurotrain.datamodules.loading.dataset_names import dataset_names
 from neurotrain.datamodules.loading.images import EventImages
 from neurotrain.datamodules.loading.loader import ShardLoader, resume_position
 from neurotrain.datamodules.loading.normalize import normalization_from_manifest, type_table
 from neurotrain.datamodules.loading.plan import StreamConfig
 from neurotrain.datamodules.loading.recentring import RECENTER_CHOICES, Recentring, RecentringFit
 from neurotrain.datamodules.loading.remote import resolve
+from neurotrain.datamodules.loading.resample import rate_ratio
 from neurotrain.datamodules.loading.selection import apply_rule, event_id, load_selection
 from neurotrain.datamodules.loading.streaming import ShardStream
 from neurotrain.datamodules.loading.tar_index import CorruptShardError, Segment, index_shard
@@ -59,6 +72,7 @@ from neurotrain.datamodules.loading.windows import (
     WindowSpec,
     common_sfreq,
     kept_events,
+    loaded_grid,
     rejection_counts,
     window_counts,
 )
@@ -81,6 +95,12 @@ class ShardDataModule(pl.LightningDataModule):
         mode: ``"windows"`` (random crops in training, tiling in evaluation) or ``"epochs"``
             (one window per event in ``label_map``, from ``tmin`` to ``tmax`` around its onset).
         window_seconds: window length in windows mode.
+        sfreq: the rate batches are delivered at (Hz). ``None`` (default): the datasets' one
+            stored rate; datasets at different rates are then an error naming them. Set, every
+            segment stored at another rate is resampled to it when read (polyphase, anti-alias
+            filtered; ``loading/resample.py``), and windows (``window_seconds``, ``tmin``/``tmax``)
+            are cut on that grid, so every dataset's windows span the same seconds. Datasets
+            already at ``sfreq`` are read as without it (no cost, the same batches).
         tmin, tmax: epoch bounds in seconds relative to the event onset (epochs mode).
         label_map: event name -> class; ``None`` numbers the manifest's ``labels.names``. Names are
             the labels as stored (``neurotrain inspect`` lists them): annotation descriptions, or a
@@ -134,7 +154,8 @@ class ShardDataModule(pl.LightningDataModule):
         image_size: side of the square images (default 224).
         pair_channel_types: add a second view of the same windows made of the channels of these
             types (``pair_signal``, ``pair_channel_mask``, ``pair_positions``,
-            ``pair_position_mask``, ``pair_channel_types``, ``pair_sfreq``), for
+            ``pair_position_mask``, ``pair_channel_types``, ``pair_orientations``,
+            ``pair_orientation_mask``, ``pair_sfreq``), for
             ``AlignmentModule(pair="signal")``; the main view keeps ``channel_types``.
         cache_dir: where shards of remote datasets (URLs, ``pipe:`` templates) are staged before
             reading; default ``$NEUROTRAIN_CACHE/shards`` or ``~/.cache/neurotrain/shards``
@@ -147,6 +168,7 @@ class ShardDataModule(pl.LightningDataModule):
         weights: list[float] | None = None,
         mode: Literal["windows", "epochs"] = "windows",
         window_seconds: float = 4.0,
+        sfreq: float | None = None,
         tmin: float = -0.2,
         tmax: float = 0.8,
         label_map: dict[str, int] | None = None,
@@ -182,6 +204,8 @@ class ShardDataModule(pl.LightningDataModule):
         super().__init__()
         if weights is not None and len(weights) != len(datasets):
             raise ValueError(f"weights has {len(weights)} entries for {len(datasets)} datasets")
+        if sfreq is not None and not sfreq > 0:
+            raise ValueError(f"sfreq must be a positive rate in Hz, got {sfreq}")
         if mode == "epochs" and not tmax > tmin:
             raise ValueError(f"tmax ({tmax}) must be greater than tmin ({tmin})")
         if images and mode != "epochs":
@@ -281,7 +305,7 @@ class ShardDataModule(pl.LightningDataModule):
         segments, spec = self._epoch_segments(split, "labelled_events")
         out = []
         for seg in segments:
-            idx, _, labels = kept_events(seg.shape[1], float(seg.meta["sfreq"]), seg.events, spec)
+            idx, _, labels = kept_events(*loaded_grid(seg, spec), seg.events, spec)
             out += [
                 {"subject": str(seg.meta.get("subject")), "event": event_id(seg, int(i)), "label": int(lb)}
                 for i, lb in zip(idx, labels, strict=True)
@@ -307,7 +331,7 @@ class ShardDataModule(pl.LightningDataModule):
         if not self.manifests:
             self._load_manifests()
         segments = [s for s in self._index_split(split) if s.kind == "signal"]
-        return segments, self._spec(common_sfreq(segments))
+        return segments, self._spec(self._load_sfreq(segments))
 
     @staticmethod
     def _rejections(segments: list[Segment], spec: WindowSpec) -> dict[str, int]:
@@ -315,9 +339,7 @@ class ShardDataModule(pl.LightningDataModule):
         for seg in segments:
             if seg.kind != "signal":
                 continue
-            for reason, n in rejection_counts(
-                seg.shape[1], float(seg.meta["sfreq"]), seg.events, spec
-            ).items():
+            for reason, n in rejection_counts(*loaded_grid(seg, spec), seg.events, spec).items():
                 total[reason] += n
         return total
 
@@ -372,7 +394,7 @@ class ShardDataModule(pl.LightningDataModule):
         if len({s.kind for s in every}) > 1:
             raise ValueError("these datasets mix signals and volumes; load them with separate datamodules")
         all_segments = [s for s in every if s.kind == "signal"]
-        self.sfreq = common_sfreq(all_segments)
+        self.sfreq = self._load_sfreq(all_segments)
         hp = self.hparams
         if hp.channels is not None:
             self.c_max = len(hp.channels)
@@ -399,8 +421,29 @@ class ShardDataModule(pl.LightningDataModule):
                 tmax=hp.tmax,
                 reject_bad_spans=hp.reject_bad_spans,
                 include_next_event=hp.include_next_event,
+                sfreq=hp.get("sfreq"),
             )
-        return WindowSpec("windows", int(round(hp.window_seconds * sfreq)))
+        return WindowSpec("windows", int(round(hp.window_seconds * sfreq)), sfreq=hp.get("sfreq"))
+
+    @property
+    def dataset_names(self) -> list[str]:
+        """Short distinct names of ``datasets`` (``shards/eeg`` -> ``eeg``), indexed by the batch's
+        ``dataset`` key: what per-dataset metrics are called (``loading/dataset_names.py``)."""
+        return dataset_names(self.datasets)
+
+    def _load_sfreq(self, segments: list[Segment]) -> float | None:
+        """The rate batches are delivered at: ``sfreq`` when set (each stored rate checked to have
+        a usable ratio to it), else the segments' one rate (several: an error naming each
+        dataset's rates and the ``sfreq`` option); None without signal segments."""
+        target = self.hparams.get("sfreq")
+        if target is None:
+            return common_sfreq(segments, self.datasets)
+        rates = sorted({float(s.meta["sfreq"]) for s in segments if s.kind == "signal"})
+        for rate in rates:
+            rate_ratio(rate, float(target))  # an unusable ratio fails here, not in a loader thread
+        if self.hparams.images and any(rate != float(target) for rate in rates):
+            raise ValueError(f"images with resampling at load (sfreq {target:g}) is not supported")
+        return float(target) if rates else None
 
     def _layouts(self, segments: list[Segment], pair: bool = False) -> list[Layout | None]:
         """Per segment, where its channels land in a batch; ``pair``: the ``pair_*`` view's layout."""
@@ -420,6 +463,8 @@ class ShardDataModule(pl.LightningDataModule):
                 tuple(s.meta["ch_names"]),
                 tuple(s.meta.get("bad_channels") or []),
                 tuple(s.meta.get("units") or []),
+                # MEG coil normals are in the head frame: they differ between head positions
+                tuple(o if o is None else tuple(o) for o in s.meta.get("orientations") or ()),
             )
             if key not in cache:
                 norm = norms[s.dataset] if norms is not None else None

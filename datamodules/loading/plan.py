@@ -3,7 +3,8 @@
 Pure functions of (segments, window counts, seed, epoch, rank, world size, worker processes); no
 signal is read to plan an epoch:
 
-1. every segment gives a known number of windows (``windows.window_count``);
+1. every segment gives a known number of windows (``windows.window_count``), on the grid it is
+   loaded at (``windows.loaded_grid``: resampled to ``spec.sfreq`` when set);
 2. training: segments are shuffled with ``rng(seed, epoch)`` (datasets mixed by ``weights``) and
    random crop starts drawn; evaluation: segments in stored order, windows tiled (``plan_epoch``);
 3. the window list is cut into ``world_size`` equal contiguous ranges, one per rank, so every
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from neurotrain.datamodules.loading.tar_index import Segment
-from neurotrain.datamodules.loading.windows import WindowSpec, segment_windows
+from neurotrain.datamodules.loading.windows import WindowSpec, loaded_grid, segment_windows
 
 
 @dataclass
@@ -104,7 +105,7 @@ def _expand(
         if s.kind == "volume":
             st, lb = np.zeros(1, dtype=np.int64), np.full(1, -1, dtype=np.int64)
         else:
-            st, lb = segment_windows(s.shape[1], float(s.meta["sfreq"]), s.events, spec, rng)
+            st, lb = segment_windows(*loaded_grid(s, spec), s.events, spec, rng)  # resampled grid
         if rng is not None and spec.mode == "epochs":
             p = rng.permutation(st.size)
             st, lb = st[p], lb[p]

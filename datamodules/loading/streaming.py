@@ -11,10 +11,19 @@ Because the whole order is a function of (seed, epoch, rank, world size, worker 
 resuming after ``n`` batches only needs ``(epoch, n)``: threads start at batch ``n``; each worker
 process skips the batches the DataLoader had already delivered from it, and worker ids are rotated
 so the next batch comes from the right worker.
+
+Rates: with ``spec.sfreq`` set, a segment stored at another rate is resampled to it right after
+it is read (``resample.resample_segment``: one polyphase call per segment, over the rows the
+layouts use), and kept in a bounded per-process LRU (``_RESAMPLED``) so a segment cycled by
+dataset weights or read again next epoch is not resampled again. Batches are cut, collated and
+timed (``sfreq``, ``onset_s``) on that grid; segments already at the rate are read exactly as
+without it. Each batch says which dataset each window came from
+(``dataset`` int64 [B], the index into ``ShardDataModule.datasets``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 import threading
@@ -38,6 +47,7 @@ from neurotrain.datamodules.loading.plan import (
     worker_batches,
 )
 from neurotrain.datamodules.loading.recentring import Recentring, apply_recentring
+from neurotrain.datamodules.loading.resample import ResampledCache, resample_segment
 from neurotrain.datamodules.loading.tar_index import CorruptShardError, Segment, SegmentReader
 from neurotrain.datamodules.loading.windows import WindowSpec
 
@@ -49,22 +59,27 @@ class SegmentTable:
     """Per-segment batch metadata, indexed by segment id: what ``_batch`` would otherwise look up
     in every window's ``meta`` dict."""
 
-    sfreq: np.ndarray  # float64
+    sfreq: np.ndarray  # float64, the rate as loaded (``load_sfreq`` where set)
     onset_s: np.ndarray  # float64, 0 where unknown
     subject: list[str]
     recording: list[str]
     key: list[str]
+    dataset: np.ndarray  # int64, ``Segment.dataset``
 
     @classmethod
-    def of(cls, segments: list[Segment]) -> SegmentTable:
+    def of(cls, segments: list[Segment], load_sfreq: float | None = None) -> SegmentTable:
+        def rate(s: Segment) -> float:
+            if s.kind == "volume":
+                return np.nan
+            return float(s.meta["sfreq"]) if load_sfreq is None else float(load_sfreq)
+
         return cls(
-            np.array(
-                [float(s.meta["sfreq"]) if s.kind != "volume" else np.nan for s in segments], dtype=np.float64
-            ),
+            np.array([rate(s) for s in segments], dtype=np.float64),
             np.array([float(s.meta.get("onset_s") or 0.0) for s in segments], dtype=np.float64),
             [str(s.meta.get("subject")) for s in segments],
             [str(s.meta.get("recording")) for s in segments],
             [s.key for s in segments],
+            np.array([s.dataset for s in segments], dtype=np.int64),
         )
 
 
@@ -109,6 +124,7 @@ class SegmentBuffers:
 
 
 _SEGMENT_BUFFERS = SegmentBuffers()
+_RESAMPLED = ResampledCache()  # resampled segments (``spec.sfreq``), shared by this process's streams
 
 
 class PooledSegmentReader(SegmentReader):
@@ -154,6 +170,17 @@ class ShardStream(IterableDataset):
     target_reduce: str = "end"
     # Per-segment metadata as arrays and lists (``_segment_table``), built on first use.
     _table: SegmentTable | None = field(default=None, init=False, repr=False)
+    # Per resampled segment id: the stored rows any layout (or the target) reads, which is all
+    # resampling computes, and the layouts / target row renumbered into that compact array.
+    _compacts: dict[int, _Compact] = field(default_factory=dict, init=False, repr=False)
+    _compact_keys: list[tuple[tuple, _Compact]] = field(default_factory=list, init=False, repr=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The compact-row caches are keyed by ``id`` of this process's layouts: a worker process
+        # rebuilds its own rather than trusting ids from another address space.
+        state = self.__dict__.copy()
+        state["_compacts"], state["_compact_keys"] = {}, []
+        return state
 
     def __len__(self) -> int:
         return rank_range(
@@ -215,7 +242,7 @@ class ShardStream(IterableDataset):
 
         def load_block(block: int) -> tuple[np.ndarray, dict[int, np.ndarray | None]]:
             idx = self._block_windows(block, lo, hi)
-            return idx, {int(i): self._read(self.segments[int(i)]) for i in np.unique(plan.seg[idx])}
+            return idx, {int(i): self._read(self.segments[int(i)], int(i)) for i in np.unique(plan.seg[idx])}
 
         def build(b: int) -> dict[str, Any]:
             idx, data = blocks[b // G].result()
@@ -260,13 +287,13 @@ class ShardStream(IterableDataset):
         seg_ids: list[int] = plan.seg[idx].tolist()
         for i in dict.fromkeys(seg_ids):  # distinct segments, in order of first use
             if i not in data:
-                data[i] = self._read(self.segments[i])
+                data[i] = self._read(self.segments[i], i)
         keep = [j for j, i in enumerate(seg_ids) if data[i] is not None]
         if len(keep) < len(seg_ids):  # corrupt segments skipped
             idx = idx[keep]
             seg_ids = [seg_ids[j] for j in keep]
         starts: list[int] = plan.start[idx].tolist()
-        windows = [(data[i], st, self.layouts[i]) for i, st in zip(seg_ids, starts, strict=True)]
+        windows = [(data[i], st, self._layout(i)) for i, st in zip(seg_ids, starts, strict=True)]
         if seg_ids and self.segments[seg_ids[0]].kind == "volume":
             labels = plan.label[idx].tolist()
             rows = [(self.segments[i], st, lb) for i, st, lb in zip(seg_ids, starts, labels, strict=True)]
@@ -282,6 +309,7 @@ class ShardStream(IterableDataset):
         # float64 as the Python floats were, rounded to float32 once
         batch["onset_s"] = torch.from_numpy((table.onset_s[ids] + plan.start[idx] / sfreq).astype(np.float32))
         batch["labels"] = torch.from_numpy(label.astype(np.int64, copy=False))
+        batch["dataset"] = torch.from_numpy(table.dataset[ids])
         batch["subject"] = [table.subject[i] for i in seg_ids]
         batch["recording"] = [table.recording[i] for i in seg_ids]
         keys = table.key
@@ -304,14 +332,14 @@ class ShardStream(IterableDataset):
         T = self.spec.window_samples
         out = np.empty(len(seg_ids), dtype=np.float32)
         for j, (i, st) in enumerate(zip(seg_ids, starts, strict=True)):
-            values = data[i][self.target_rows[i], st : st + T]
+            values = data[i][self._target_row(i), st : st + T]
             out[j] = values[-1] if self.target_reduce == "end" else values.astype(np.float64).mean()
         return torch.from_numpy(out)
 
     def _segment_table(self) -> SegmentTable:
         table = self._table
         if table is None:  # two threads may both build it: same content
-            table = self._table = SegmentTable.of(self.segments)
+            table = self._table = SegmentTable.of(self.segments, self.spec.sfreq)
         return table
 
     def _paired(
@@ -320,7 +348,8 @@ class ShardStream(IterableDataset):
         """Add the second views: ``pair_*`` (same windows, pair channel subset) and ``image``."""
         if self.pair_layouts is not None:
             pair_windows = [
-                (x, start, self.pair_layouts[i]) for (x, start, _), i in zip(windows, seg_ids, strict=True)
+                (x, start, self._layout(i, pair=True))
+                for (x, start, _), i in zip(windows, seg_ids, strict=True)
             ]
             pair = collate_windows(
                 pair_windows, self.spec.window_samples, self.pair_c_max, self.cfg.normalize
@@ -342,14 +371,21 @@ class ShardStream(IterableDataset):
         return {
             "volume": torch.from_numpy(volume),
             "labels": torch.full((len(items),), -1, dtype=torch.int64),
+            "dataset": torch.tensor([s.dataset for s, _, _ in meta_rows], dtype=torch.int64),
             "subject": [str(s.meta.get("subject")) for s, _, _ in meta_rows],
             "recording": [str(s.meta.get("recording")) for s, _, _ in meta_rows],
             "sample_id": [s.key for s, _, _ in meta_rows],
         }
 
-    def _read(self, seg: Segment) -> np.ndarray | None:
-        """The segment's signal, or None when it is bad and ``on_corrupt == "skip"``."""
+    def _read(self, seg: Segment, i: int | None = None) -> np.ndarray | None:
+        """The segment's signal (at ``spec.sfreq`` when set), or None when it is bad and
+        ``on_corrupt == "skip"``. ``i``: its index in ``segments`` (looked up when not given)."""
         try:
+            target = self.spec.sfreq
+            if target is not None and seg.kind == "signal" and float(seg.meta["sfreq"]) != target:
+                rows = self._compact(self.segments.index(seg) if i is None else i).rows
+                key = (seg.path, seg.offset, float(target), rows.tobytes(), self.cfg.check_finite)
+                return _RESAMPLED.get(key, lambda: self._read_resampled(seg, rows))
             x = self._reader.read(seg)
             if self.cfg.check_finite and not all_finite(x):
                 raise CorruptShardError(f"sample {seg.name}: non-finite values in signal")
@@ -364,6 +400,80 @@ class ShardStream(IterableDataset):
                 self.skipped,
             )
             return None
+
+    def _read_resampled(self, seg: Segment, rows: np.ndarray) -> np.ndarray:
+        """Read and check a segment, then ``rows`` of it resampled to ``spec.sfreq``: ``[R, n']``."""
+        x = self._reader.read(seg)
+        if self.cfg.check_finite and not all_finite(x):
+            raise CorruptShardError(f"sample {seg.name}: non-finite values in signal")
+        return resample_segment(x, float(seg.meta["sfreq"]), float(self.spec.sfreq), rows)
+
+    def _resampled(self, i: int) -> bool:
+        seg, target = self.segments[i], self.spec.sfreq
+        return target is not None and seg.kind == "signal" and float(seg.meta["sfreq"]) != target
+
+    def _layout(self, i: int, pair: bool = False) -> Layout | None:
+        """Segment ``i``'s layout for the array ``_read`` gives (compact rows when resampled)."""
+        if self._resampled(i):
+            compact = self._compact(i)
+            return compact.pair_layout if pair else compact.layout
+        return self.pair_layouts[i] if pair else self.layouts[i]
+
+    def _target_row(self, i: int) -> int:
+        return self._compact(i).target_row if self._resampled(i) else self.target_rows[i]
+
+    def _compact(self, i: int) -> _Compact:
+        """The rows of segment ``i`` that its layouts (main, pair) or target read, sorted, and
+        those renumbered into the ``[len(rows), n]`` array they are resampled into."""
+        compact = self._compacts.get(i)
+        if compact is None:
+            pair = self.pair_layouts[i] if self.pair_layouts is not None else None
+            used: set[int] = set()
+            for lay in (self.layouts[i], pair):
+                for row, _, n in lay.runs if lay is not None else ():
+                    used.update(range(row, row + n))
+            target = self.target_rows[i] if self.target_rows is not None else None
+            if target is not None:
+                used.add(target)
+            rows = np.array(sorted(used), dtype=np.intp)
+            # segments sharing a layout share its renumbered one (a batch stacks distinct layouts)
+            key = (id(self.layouts[i]), id(pair), target, rows.tobytes())
+            compact = next((c for k, c in self._compact_keys if k == key), None)
+            if compact is None:
+                where = {int(r): k for k, r in enumerate(rows)}
+                compact = _Compact(
+                    rows,
+                    _renumbered(self.layouts[i], where),
+                    _renumbered(pair, where),
+                    where[target] if target is not None else -1,
+                )
+                self._compact_keys.append((key, compact))
+            self._compacts[i] = compact
+        return compact
+
+
+@dataclass
+class _Compact:
+    """A resampled segment's kept stored ``rows`` and its layouts / target row over them."""
+
+    rows: np.ndarray  # intp [R], sorted stored rows
+    layout: Layout | None
+    pair_layout: Layout | None
+    target_row: int
+
+
+def _renumbered(lay: Layout | None, where: dict[int, int]) -> Layout | None:
+    """``lay`` reading row ``where[r]`` for each stored row ``r``: runs merged where they touch."""
+    if lay is None:
+        return None
+    runs: list[tuple[int, int, int]] = []
+    for row, slot, n in lay.runs:
+        new = where[row]  # the rows of a run are consecutive, and stay so in the compact array
+        if runs and runs[-1][0] + runs[-1][2] == new and runs[-1][1] + runs[-1][2] == slot:
+            runs[-1] = (runs[-1][0], runs[-1][1], runs[-1][2] + n)
+        else:
+            runs.append((new, slot, n))
+    return dataclasses.replace(lay, runs=runs)
 
 
 def all_finite(x: np.ndarray) -> bool:

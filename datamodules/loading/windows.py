@@ -4,8 +4,14 @@ Window length is a training choice, not a sharding choice: segments are stored w
 The cutting functions return sample indices ``starts [k]`` (int64) into the segment's time axis
 and ``labels [k]`` (int64, -1 = unlabeled), all windows ``window_samples`` long and fully inside
 the segment. The number of windows of a segment never depends on the random draw, so epoch length
-is known before reading any signal (``window_count``, ``window_counts``); ``common_sfreq`` is the
-one sampling rate window lengths are converted at.
+is known before reading any signal (``window_count``, ``window_counts``).
+
+Rates: window lengths are converted at one rate. Without ``WindowSpec.sfreq`` every segment must
+be at the same rate (``common_sfreq``: datasets at different rates are an error naming each
+dataset's rates and the ``sfreq`` option). With it, segments stored at another rate are
+resampled to it when read (``resample``), and every function here sees a segment's length and
+rate as loaded (``loaded_grid``), so a window of ``window_seconds`` covers the same duration in
+every dataset.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from neurotrain.datamodules.loading.resample import resampled_length
 from neurotrain.datamodules.loading.tar_index import Segment
 
 
@@ -30,6 +37,9 @@ class WindowSpec:
     ``reject_bad_spans`` drops an epoch whose window ``[onset + tmin, onset + tmax)`` overlaps a
     span labelled ``bad*`` (any case); ``include_next_event`` False drops an epoch whose window
     holds, after its own onset, the onset of another event in ``label_map``.
+
+    ``sfreq`` is the load rate: a segment stored at another rate is resampled to it when read,
+    and its windows are cut on that grid (``loaded_grid``); ``None``: every segment as stored.
     """
 
     mode: str
@@ -39,6 +49,7 @@ class WindowSpec:
     tmax: float | None = None
     reject_bad_spans: bool = True
     include_next_event: bool = False
+    sfreq: float | None = None
 
 
 REJECT_REASONS = ("bad_span", "next_event")
@@ -57,22 +68,45 @@ def window_count(n_times: int, sfreq: float, events: list[dict], spec: WindowSpe
     return int(event_windows(n_times, sfreq, events, spec)[0].size)
 
 
+def loaded_grid(seg: Segment, spec: WindowSpec) -> tuple[int, float]:
+    """``(n_times, sfreq)`` of a signal segment as the loader delivers it: stored, or resampled
+    to ``spec.sfreq`` (``resample.resampled_length``)."""
+    n, rate = int(seg.shape[1]), float(seg.meta["sfreq"])
+    if spec.sfreq is None or spec.sfreq == rate:
+        return n, rate
+    return resampled_length(n, rate, spec.sfreq), float(spec.sfreq)
+
+
 def window_counts(segments: list[Segment], spec: WindowSpec) -> np.ndarray:
     """``counts [S]`` int64: ``window_count`` of each segment, 1 for a volume (one item per sample)."""
     return np.array(
-        [
-            1 if s.kind == "volume" else window_count(s.shape[1], float(s.meta["sfreq"]), s.events, spec)
-            for s in segments
-        ],
+        [1 if s.kind == "volume" else window_count(*loaded_grid(s, spec), s.events, spec) for s in segments],
         dtype=np.int64,
     )
 
 
-def common_sfreq(segments: list[Segment]) -> float | None:
-    """The one sampling rate of these signal segments (None without any); several is an error."""
+def common_sfreq(segments: list[Segment], names: list[str] | None = None) -> float | None:
+    """The one sampling rate of these signal segments (None without any).
+
+    Several rates are a ``ValueError`` that names each dataset's rates (``names[d]`` for
+    ``Segment.dataset == d``) and the two ways out: ``sfreq`` (resample at load) or resharding.
+    """
     rates = sorted({float(s.meta["sfreq"]) for s in segments if s.kind == "signal"})
     if len(rates) > 1:
-        raise ValueError(f"datasets have different sampling rates {rates}; reshard them with one --sfreq")
+        by_ds: dict[int, set[float]] = {}
+        for s in segments:
+            if s.kind == "signal":
+                by_ds.setdefault(s.dataset, set()).add(float(s.meta["sfreq"]))
+        said = "; ".join(
+            f"{names[d] if names is not None and d < len(names) else f'dataset {d}'}: "
+            + ", ".join(f"{r:g} Hz" for r in sorted(rs))
+            for d, rs in sorted(by_ds.items())
+        )
+        raise ValueError(
+            f"datasets have different sampling rates ({said}); set the data option sfreq "
+            f"(e.g. `sfreq: {rates[-1]:g}`) to resample every segment to one rate when it is read, "
+            "or reshard them with one --sfreq"
+        )
     return rates[0] if rates else None
 
 

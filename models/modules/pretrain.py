@@ -1,6 +1,15 @@
-"""`PretrainModule`: masked patch reconstruction, the self-supervised pretraining objective."""
+"""`PretrainModule`: masked patch reconstruction, the self-supervised pretraining objective.
+
+Mixed corpora: when the datamodule reads several datasets (``ShardDataModule.dataset_names``
+has more than one name) and batches say where each window came from (``dataset`` int64 [B]),
+the loss is also logged per dataset, ``train/loss/<name>`` each step and ``val/loss/<name>`` /
+``test/loss/<name>`` per epoch: the same masked-token MSE as ``train/loss``, over that dataset's
+windows of the batch (token-weighted, so the per-dataset values average back to the total).
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -12,7 +21,8 @@ from neurotrain.models.signal_encoder import SignalEncoderConfig
 
 
 class PretrainModule(EncoderModule):
-    """Masked patch reconstruction pretraining; logs ``train/loss`` and ``val/loss``.
+    """Masked patch reconstruction pretraining; logs ``train/loss`` and ``val/loss`` (and, over a
+    mix of datasets, ``train/loss/<dataset>`` and ``val/loss/<dataset>``: module docstring).
 
     Args:
         encoder: the signal encoder's config (default: the ``tiny`` preset).
@@ -39,6 +49,7 @@ class PretrainModule(EncoderModule):
         super().__init__(args["encoder"], args["optimizer"], init_from)
         self.save_config()
         self.mask_seed = mask_seed
+        self._last_outputs: dict[str, Any] | None = None
         cfg = self.encoder.config
         self.objective = MaskedReconstruction(cfg.dim, cfg.heads, cfg.patch_size, mask_ratio, decoder_depth)
 
@@ -49,7 +60,44 @@ class PretrainModule(EncoderModule):
             seed = (self.mask_seed * 1_000_003 + self.global_step) * 7919 + self.global_rank
             generator = torch.Generator(device=batch["channel_mask"].device).manual_seed(seed)
         out = self.objective(self.encoder, batch, generator)
-        return {"loss": out.loss, "per_channel_error": out.per_channel_error}
+        outputs = {"loss": out.loss, "per_channel_error": out.per_channel_error}
+        if "dataset" in batch:
+            outputs["dataset_loss"] = dataset_losses(out, batch["dataset"])
+        self._last_outputs = outputs  # read by training_step for the per-dataset losses
+        return outputs
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        self._last_outputs = None
+        loss = super().training_step(batch, batch_idx)
+        if self._last_outputs is not None:
+            self._log_dataset_losses(self._last_outputs, "train")
+        return loss
+
+    def update_evaluation(self, batch: dict[str, Tensor], outputs: dict[str, Tensor], stage: str) -> None:
+        self._log_dataset_losses(outputs, stage)
+
+    def _log_dataset_losses(self, outputs: dict[str, Any], stage: str) -> None:
+        """``<stage>/loss/<name>`` for each dataset with windows in the batch (a mix only)."""
+        names = self._dataset_names()
+        if "dataset_loss" not in outputs or len(names) < 2:
+            return
+        losses, windows = outputs["dataset_loss"]
+        for d, n in enumerate(windows.tolist()):
+            if n > 0 and d < len(names):
+                self.log(
+                    f"{stage}/loss/{names[d]}",
+                    losses[d],
+                    batch_size=int(n),
+                    sync_dist=stage != "train",
+                )
+
+    def _dataset_names(self) -> list[str]:
+        """The datamodule's dataset names (``ShardDataModule.dataset_names``); [] without one."""
+        try:
+            datamodule = self.trainer.datamodule
+        except RuntimeError:  # not attached to a trainer
+            return []
+        return list(getattr(datamodule, "dataset_names", None) or [])
 
     def evaluation_outputs(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
         # The same mask for the same batch every epoch, so val/loss moves only with the model.
@@ -61,3 +109,22 @@ class PretrainModule(EncoderModule):
         """Masked reconstruction for plots and topomaps (``reconstruction``, ``per_channel_error``)."""
         generator = torch.Generator(device=batch["channel_mask"].device).manual_seed(seed)
         return self.objective(self.encoder, batch, generator)
+
+
+def dataset_losses(out: ReconstructionOutput, dataset: Tensor) -> tuple[Tensor, Tensor]:
+    """Masked-token MSE per dataset: ``(losses [K], windows [K])`` for ``dataset`` ids [B] in 0..K-1.
+
+    ``losses[d]`` is the squared error summed over the masked tokens of dataset ``d``'s windows
+    divided by their number (as ``MaskedReconstruction`` computes the total; 0 where the batch has
+    none of ``d``), ``windows[d]`` how many of the batch's windows are from ``d``. Differentiable,
+    though only logged.
+    """
+    squared = (out.prediction - out.target).pow(2).mean(dim=-1)  # [B, C, P]
+    weight = out.token_mask.to(squared.dtype)  # [B, C, P]
+    ids = dataset.to(squared.device).long()  # [B]
+    k = int(ids.max()) + 1 if ids.numel() else 0
+    total = torch.zeros(k, dtype=squared.dtype, device=squared.device)
+    total = total.index_add(0, ids, (squared * weight).sum(dim=(1, 2)))  # [K]
+    tokens = torch.zeros_like(total).index_add(0, ids, weight.sum(dim=(1, 2)))  # [K]
+    windows = torch.bincount(ids, minlength=k)  # [K]
+    return total / tokens.clamp_min(1.0), windows
