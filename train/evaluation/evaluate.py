@@ -76,6 +76,7 @@ from neurotrain.train.evaluation.tuning import (
     inner_scores,
     load_grid,
 )
+from neurotrain.train.run.configs import resolve_config
 from neurotrain.train.run.fit_once import fit_once, say
 from neurotrain.train.tracking.run_folder import read_summary
 
@@ -168,7 +169,7 @@ def evaluate(
         variants[network] = Variant(ncfg, None, f"-{network.lower()}", ngrid)
     plan = {
         "config": str(config),
-        "config_sha256": sha256_file(config),
+        "config_sha256": sha256_file(resolve_config(str(config))),  # a shipped name: its file
         "protocol": protocol,
         "folds": folds,
         "seeds": seeds,
@@ -206,9 +207,7 @@ def evaluate(
     done: list[FoldRun] = []
     for seed in seeds:
         for i, fold in enumerate(planned):
-            say(
-                f"[seed {seed}, fold {i + 1}/{len(planned)}] {fold.name}: {fold.n_train} train / {fold.n_test} held-out epochs"
-            )
+            say(f"[seed {seed}, fold {i + 1}/{len(planned)}] {fold.progress()}")
             run = _run_fold(
                 out, data, dm, events, protocol, fold, i, seed, split_seed, variants, tune, baselines
             )

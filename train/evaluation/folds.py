@@ -55,6 +55,21 @@ class Fold:
             **({"inner_by": self.inner_by} if self.inner_by else {}),
         }
 
+    def progress(self) -> str:
+        """The fold's progress line: its name, who it trains on and who is held out, epoch counts.
+
+        ``fold sub-s01 (train: sub-s02; held out: sub-s01): 793 train / 779 held-out epochs``; a
+        within-subject fold trains and scores on one subject, so its line says whose epochs are split.
+        """
+        train = ", ".join(f"sub-{s}" for s in self.train_subjects)
+        held = ", ".join(f"sub-{s}" for s in self.test_subjects)
+        who = (
+            f"epochs of {held} split"
+            if self.train_subjects == self.test_subjects
+            else f"train: {train}; held out: {held}"
+        )
+        return f"fold {self.name} ({who}): {self.n_train} train / {self.n_test} held-out epochs"
+
 
 class FoldError(ValueError):
     """The protocol cannot be applied to this data (too few subjects or epochs for the folds)."""

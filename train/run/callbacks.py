@@ -6,8 +6,9 @@ that made it: the normalisation statistics, channel information and manifest sha
 data (the data position is Lightning's datamodule/loader state), and the model config (the
 module's hyperparameters). `ResumeCheckpoint` keeps ``last.ckpt``, the resume point, at a moment
 a resume continues exactly (never between a training step and the validation due after it).
-`FinalValidation` validates a fit that stops at ``max_steps`` inside an epoch. `throughput_monitor`
-is Lightning's ``ThroughputMonitor`` told how to count our windows and tokens.
+`FinalValidation` validates a fit that stops at ``max_steps`` inside an epoch. `BestCheckpoint`
+keeps the best-k checkpoints by the monitored metric, and none in a fit without validation.
+`throughput_monitor` is Lightning's ``ThroughputMonitor`` told how to count our windows and tokens.
 """
 
 from __future__ import annotations
@@ -41,6 +42,31 @@ class CheckpointMetadata(Callback):
             "channel_sets": [cs for m in manifests for cs in m.get("channel_sets", [])],
             "labels": [m.get("labels", {}).get("names", []) for m in manifests],
         }
+
+
+class BestCheckpoint(ModelCheckpoint):
+    """Lightning's ``ModelCheckpoint`` for the best-k checkpoints, off in a fit that never validates.
+
+    Without validation (``trainer.limit_val_batches=0``, no ``validation_step``, an empty val
+    split) there is no monitored value: Lightning would try to rank every epoch's checkpoint by a
+    metric that never comes and warn ``could not find the monitored key`` without saving any.
+    Here ``save_top_k`` becomes 0 for such a fit when training starts (the validation loaders are
+    set up by then); ``last.ckpt`` (`ResumeCheckpoint`) is kept as always.
+    """
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        if not fit_validates(trainer):
+            self.save_top_k = 0
+
+
+def fit_validates(trainer: pl.Trainer) -> bool:
+    """Whether the fit will validate: validation enabled and, once its loaders exist, not empty."""
+    if not trainer.enable_validation:
+        return False
+    if trainer.val_dataloaders is None:  # not set up yet (validation due in a later epoch)
+        return True
+    return sum(trainer.num_val_batches) > 0
 
 
 class ResumeCheckpoint(ModelCheckpoint):

@@ -3,10 +3,13 @@
 Every class signature is the config schema, so a shipped YAML plus ``--model.optimizer.lr=3e-4`` style
 overrides (what W&B sweeps pass) configure a run with no glue::
 
-    neurotrain fit --config train/configs/eeg_pretrain.yaml --run_name pre1
-    neurotrain fit --config train/configs/eeg_finetune.yaml \\
-        --model.init_from=checkpoints/pre1/checkpoints/last.ckpt
-    neurotrain fit --config train/configs/eeg_pretrain.yaml --ckpt_path last --run_name pre1  # resume
+    neurotrain fit --config eeg_pretrain --run_name pre1
+    neurotrain fit --config eeg_finetune --model.init_from=checkpoints/pre1/checkpoints/last.ckpt
+    neurotrain fit --config eeg_pretrain --ckpt_path last --run_name pre1  # resume
+
+``--config NAME`` reads a shipped config (``train/configs/NAME.yaml``) from any folder; a path that
+exists wins (``train/run/configs.py``). Relative paths inside a config stay relative to the
+working folder.
 
 Each run lives in ``<trainer.default_root_dir>/<run_name>/`` (default root ``checkpoints``):
 ``config.yaml`` (the resolved config), ``metrics.csv``, and ``checkpoints/`` with the best-k
@@ -17,13 +20,17 @@ continues them (``--ckpt_path last``). A resumed fit validates an epoch whose va
 interruption skipped and goes on in the same W&B run. Data, checkpoint, tracking and run-folder
 errors print ``error: <message>`` and exit 2 (``--verbose``: the traceback).
 
+Progress: a terminal gets Lightning's bar; where stdout or stderr is not a terminal (nohup, SLURM,
+CI), a plain line on stderr every ``--progress_every_s`` seconds (``train/run/progress.py``). Lightning's messages
+that ask nothing of the user are silenced by message (``train/run/quiet.py``).
+
 Every fit/validate/test is also a W&B run (``train/tracking/wandb_run.py``), online when logged in and offline
 otherwise (``WANDB_MODE`` wins; ``disabled`` attaches none), with its files in ``<run>/wandb/``; and
 validations draw figures into ``<run>/media/`` (``train/run/media.py``)::
 
-    neurotrain fit --config train/configs/eeg_pretrain.yaml --run_name pre1 --group eeg --tags=[tiny] \
+    neurotrain fit --config eeg_pretrain --run_name pre1 --group eeg --tags=[tiny] \
         --wandb_project neurotrain --wandb_artifact auto --media_every_n_val 1
-    neurotrain fit --config train/configs/eeg_finetune.yaml --model.init_from=wandb:me/neurotrain/model-ID:best
+    neurotrain fit --config eeg_finetune --model.init_from=wandb:me/neurotrain/model-ID:best
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import importlib
 import os
 import re
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -40,7 +48,7 @@ from typing import Any, Literal
 import pytorch_lightning as pl
 import yaml
 from jsonargparse import ActionYesNo, Namespace
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.strategies import DeepSpeedStrategy
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
@@ -52,13 +60,18 @@ from neurotrain.models.checkpoint_io import CheckpointError, check_checkpoint
 from neurotrain.models.metric_names import metric_mode
 from neurotrain.train.run import strategies
 from neurotrain.train.run.callbacks import (
+    BestCheckpoint,
     CheckpointMetadata,
     FinalValidation,
     ResumeCheckpoint,
     throughput_monitor,
 )
+from neurotrain.train.run.configs import ConfigNameError, resolve_config_args
 from neurotrain.train.run.media import ValidationMedia
 from neurotrain.train.run.predictions import HeldOutPredictions
+from neurotrain.train.run.progress import LogProgress
+from neurotrain.train.run.quiet import quiet_lightning
+from neurotrain.train.run.threads import set_compute_threads
 from neurotrain.train.tracking import wandb_run as tracking
 from neurotrain.train.tracking.csv_logger import csv_logger
 from neurotrain.train.tracking.provenance import git_info, package_versions
@@ -121,6 +134,21 @@ class NeurotrainCLI(LightningCLI):
         )
         parser.add_argument("--media_examples", type=int, default=2, help="reconstruction examples drawn")
         parser.add_argument(
+            "--threads",
+            type=int | None,
+            default=None,
+            help="PyTorch compute threads of this process (default: PyTorch's, one per core or "
+            "OMP_NUM_THREADS; train/run/threads.py)",
+        )
+        parser.add_argument(
+            "--progress_every_s",
+            type=float,
+            default=30.0,
+            help="where stdout or stderr is not a terminal (nohup, SLURM, CI): a progress line on stderr "
+            "every N seconds "
+            "(0: Lightning's own bar); a terminal always gets Lightning's bar",
+        )
+        parser.add_argument(
             "--verbose",
             action=ActionYesNo,
             default=False,
@@ -136,6 +164,8 @@ class NeurotrainCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         # ``init_from`` may name a W&B artifact; the model needs a local file, so fetch it first.
         cfg = self.config[self.subcommand] if self.subcommand else self.config
+        # before any model or loader exists
+        self.threads = set_compute_threads(cfg.get("threads"))
         self.wandb_mode: WandbMode = resolve_mode()
         self.init_artifact: str | None = None
         value = cfg.get("model.init_args.init_from")
@@ -165,7 +195,7 @@ class NeurotrainCLI(LightningCLI):
         every = cfg.get("checkpoint_every_n_steps")
         ckpt_dir = self.run_dir / "checkpoints"
         callbacks = [
-            ModelCheckpoint(
+            BestCheckpoint(  # none in a fit without validation
                 dirpath=ckpt_dir,
                 filename="best-{epoch}-{step}",
                 monitor=monitor,
@@ -240,6 +270,8 @@ class NeurotrainCLI(LightningCLI):
                     )
                 )
         existing = trainer_cfg.get("callbacks") or []
+        if _log_progress(trainer_cfg, existing, cfg.get("progress_every_s", 30.0)):
+            callbacks.append(LogProgress(cfg.get("progress_every_s", 30.0)))
         kwargs["callbacks"] = [*existing, *callbacks]
         trainer = super().instantiate_trainer(**kwargs)
         if isinstance(trainer.strategy, DeepSpeedStrategy) and isinstance(trainer.strategy.config, dict):
@@ -338,7 +370,27 @@ def run_lightning(argv: list[str]) -> int:
     return 0
 
 
-_USER_ERRORS = (tracking.TrackingError, ManifestError, CheckpointError, CorruptShardError, RunFolderError)
+_USER_ERRORS = (
+    tracking.TrackingError,
+    ManifestError,
+    CheckpointError,
+    CorruptShardError,
+    RunFolderError,
+    ConfigNameError,
+)
+
+
+def _log_progress(trainer_cfg: Any, callbacks: list[Any], every_s: float | None) -> bool:
+    """Whether the run gets `LogProgress`: stdout or stderr is not a terminal (Lightning's Rich bar
+    draws on stdout, TQDM on stderr), the progress bar is not turned off
+    (``--trainer.enable_progress_bar=false``), no progress bar is configured, and N > 0."""
+    return (
+        not (sys.stdout.isatty() and sys.stderr.isatty())
+        and trainer_cfg.get("enable_progress_bar") is not False
+        and not any(isinstance(cb, ProgressBar) for cb in callbacks)
+        and bool(every_s)
+        and float(every_s) > 0
+    )
 
 
 def _verbose(argv: list[str]) -> bool:
@@ -372,14 +424,15 @@ def build_cli(args: list[str] | Namespace) -> NeurotrainCLI:
     ``args`` is a command line (``["fit", "--config", …]``) or a ``fit`` config as `load_config`
     returns it (a jsonargparse Namespace, changed by key: ``cfg["trainer.max_steps"] = 300``).
     """
-    if isinstance(args, Namespace):
-        args = Namespace(subcommand="fit", fit=args)
+    # a command line's ``--config NAME``: a shipped config, from any folder
+    args = Namespace(subcommand="fit", fit=args) if isinstance(args, Namespace) else resolve_config_args(args)
     strategies.register_strategies()
     held = len(_HELD_LOCKS)
     try:
         with warnings.catch_warnings():
             # Called from Python (quickstart, tests) argv is not sys.argv, which LightningCLI warns about.
             warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+            quiet_lightning()  # Lightning's messages that ask nothing of the user, by message
             return NeurotrainCLI(
                 model_class=pl.LightningModule,
                 subclass_mode_model=True,
@@ -395,26 +448,56 @@ def build_cli(args: list[str] | Namespace) -> NeurotrainCLI:
 
 
 class _ConfigOnly(NeurotrainCLI):
-    """The CLI's parser and nothing else: no W&B artifact is fetched, no class is instantiated."""
+    """The CLI's parser and nothing else: nothing is seeded, fetched (W&B artifacts) or instantiated.
+
+    LightningCLI seeds in its constructor, between parsing and instantiating, with the parsed
+    ``seed_everything`` (the shipped configs say 0, hence a "Seed set to 0" per parse). Only the
+    parse is wanted here: the parse hook hands the constructor ``seed_everything: false`` and keeps
+    the parsed value in ``seed``, put back before the (skipped) instantiation, so the config is the
+    one parsed. `build_cli` seeds when the config runs. One instance parses many command lines
+    (`config_of`): building the parser (every class signature) is the slow part.
+    """
+
+    seed: Any = False
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        super().parse_arguments(parser, args)
+        self.seed = self.config.get("seed_everything", False)
+        self.config["seed_everything"] = False  # LightningCLI's constructor seeds from this key
 
     def before_instantiate_classes(self) -> None:
-        pass
+        self.config["seed_everything"] = self.seed
 
     def instantiate_classes(self) -> None:
         pass
+
+    def config_of(self, argv: list[str]) -> Namespace:
+        """``argv`` parsed by this CLI's parser (built once), through the same parse hook; a new Namespace."""
+        self.parse_arguments(self.parser, argv)
+        self.config["seed_everything"] = self.seed
+        return self.config
+
+
+_CONFIG_CLI: list[_ConfigOnly] = []  # the one parse-only CLI of this process, once built
+_CONFIG_LOCK = threading.Lock()  # its parse hook keeps the config on the instance
 
 
 def load_config(argv: list[str]) -> Namespace:
     """The ``fit`` config of ``argv`` (``["--config", F, "--model.x=…"]``, a leading ``fit`` allowed).
 
     The same parser and schema as ``neurotrain fit`` (every class signature), without running
-    anything; `build_cli` takes the result, changed by key, to run it. Errors are the parser's
-    own (an unknown option or a value of the wrong type), raised, never an exit.
+    anything: no class is built and nothing is seeded (``seed_everything`` stays as parsed). The
+    parser is built on the first call and reused by later ones, so checking many command lines (a
+    sweep's parameters) costs one parse each. `build_cli` takes the result, changed by key, to run
+    it. Errors are the parser's own (an unknown option or a value of the wrong type), raised, never
+    an exit.
     """
-    argv = list(argv[1:] if argv[:1] and argv[0] in COMMANDS else argv)
-    strategies.register_strategies()
-    with warnings.catch_warnings():
+    argv = resolve_config_args(argv[1:] if argv[:1] and argv[0] in COMMANDS else argv)
+    with _CONFIG_LOCK, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*args parameter is intended.*")
+        if _CONFIG_CLI:
+            return _CONFIG_CLI[0].config_of(argv)
+        strategies.register_strategies()
         cli = _ConfigOnly(
             model_class=pl.LightningModule,
             subclass_mode_model=True,
@@ -425,7 +508,8 @@ def load_config(argv: list[str]) -> Namespace:
             parser_kwargs={"prog": "neurotrain", "default_env": False, "exit_on_error": False},
             auto_configure_optimizers=False,
         )
-    return cli.config
+        _CONFIG_CLI.append(cli)
+        return cli.config
 
 
 def model_class(config: Namespace) -> type | None:
