@@ -48,9 +48,17 @@ def sweep(
 
 
 def study_of(file: Path, root: Path, storage: str | None = None) -> optuna.Study:
+    """The one study of ``file`` in the storage (its name hashes the file and the --set values)."""
     spec = load_sweep(file)
     url = storage or f"sqlite:///{root / 'sweeps' / spec.name / 'optuna.db'}"
-    return optuna.load_study(study_name=f"{spec.name}-{spec.fingerprint}", storage=url)
+    names = [n for n in optuna.get_all_study_names(url) if n.startswith(f"{spec.name}-")]
+    assert len(names) == 1, names
+    return optuna.load_study(study_name=names[0], storage=url)
+
+
+def trial_run(root: Path, file: Path, number: int) -> Path | None:
+    """The run folder of trial ``number`` of the sweep of ``file`` under ``root``, once it exists."""
+    return next(iter(root.glob(f"{file.stem}-*-{number:03d}")), None)
 
 
 def grid_file(tmp_path: Path, name: str, values: str, key: str = "model.optimizer.lr") -> Path:
@@ -125,9 +133,9 @@ def test_sigkilled_sweep_continues_on_restart(eeg_shards: Path, tmp_path: Path) 
     cmd = [*SWEEP_CMD, str(file), "--backend", "local", "--root", str(root), *tiny(eeg_shards)]
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
     first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    second_run = root / f"killed-{load_sweep(file).fingerprint}-001"
     deadline = time.monotonic() + 300
-    while not (second_run / "summary.json").exists():  # trial 1 is running: its fit has started
+    # until trial 1 is running: its fit has started
+    while not ((second_run := trial_run(root, file, 1)) and (second_run / "summary.json").exists()):
         assert first.poll() is None and time.monotonic() < deadline, "sweep ended before trial 1 ran"
         time.sleep(0.5)
     first.send_signal(signal.SIGKILL)
@@ -167,10 +175,10 @@ def test_trial_that_finished_before_its_sweep_was_killed_is_recorded_not_rerun(
     log = tmp_path / "first.log"
     with open(log, "w") as out:
         first = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
-    run0 = root / f"finished-{load_sweep(file).fingerprint}-000"
     deadline = time.monotonic() + 300
     try:
-        while not (run0 / "summary.json").exists():  # trial 0's fit has started
+        # until trial 0's fit has started
+        while not ((run0 := trial_run(root, file, 0)) and (run0 / "summary.json").exists()):
             assert first.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.05)
         # Freeze the sweep process: its fit runs to its end, the sweep records nothing of it; then the

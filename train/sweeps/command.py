@@ -7,8 +7,15 @@
     neurotrain sweep sweeps/eeg_pretrain.yaml --validate                 # check the file, run nothing
 
 The file is checked completely (keys, distributions, bounds, every parameter against the run
-config's LightningCLI parser, and its metric against what the run logs) before any run starts.
-Re-running the same command continues the sweep.
+config's LightningCLI parser, and its metric against what the run logs) before any run starts;
+``--validate`` does only that: it parses, builds no model and seeds nothing.
+
+Locally the sweep is the Optuna study ``<file stem>-<hash of the file's content and the --set
+values>`` (`naming`): re-running the same command continues it, a changed file or other ``--set``
+values start a new study (and the start says which earlier studies of the file exist), and
+``--sweep-id ID`` names the study ``<file stem>-<ID>`` to continue that one. A failed trial is one
+line (its number, the error's last line, its log file); Optuna's own report of it, with the
+traceback, goes to ``sweeps/<file stem>/sweep.log``.
 
 Where the runs go is one setting, ``trainer.default_root_dir``, however it is given: ``--root DIR``,
 ``--set trainer.default_root_dir=DIR``, or the sweep file's ``trainer.default_root_dir: {value: DIR}``
@@ -64,7 +71,8 @@ def add_sweep_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--sweep-id",
-        help="name the study <file stem>-<ID> (default: a hash of the file, so the same file meets itself)",
+        help="name the study <file stem>-<ID>, to continue that study (default: a hash of the file's "
+        "content and the --set values: the same command continues, a changed one starts anew)",
     )
     p.add_argument("--project", default="neurotrain", help="W&B project (wandb backend)")
     p.add_argument("--entity", help="W&B entity (wandb backend)")
@@ -121,6 +129,9 @@ def _sweep(args: argparse.Namespace) -> int:
             flush=True,
         )
     if args.validate:
+        from neurotrain.train.sweeps.naming import study_name
+
+        print(f"local study: {study_name(spec, extra, args.sweep_id)} (nothing was built or run)")
         return 0
     backend = _choose_backend(args)
     if backend == "wandb":

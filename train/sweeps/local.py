@@ -4,7 +4,13 @@
     run_local(spec, storage="postgresql://u:p@db/sweeps", ...)      # agents on many machines, one study
 
 Here: the worker threads, one trial process each at a time, and the final report; the study's
-storage, sampler and pruner are in `study`, the trial's command and its channel in `trial`.
+storage, sampler and pruner are in `study`, its name (the file's content and the ``--set`` values)
+in `naming`, the trial's command and its channel in `trial`.
+
+What the terminal shows: one line per trial as it starts and ends; a failed one is one line with the
+exception its log ends with and that log (``<root>/sweeps/<name>/logs/<run name>.log``: the trial's
+output and traceback). Optuna's own log records (its report of a failed trial, with a traceback) go
+to ``<root>/sweeps/<name>/sweep.log`` instead (`optuna_log`).
 
 Why a subprocess per trial: a crash (even a segfault or OOM kill) fails one trial, not the sweep; each
 trial gets a fresh W&B run, seed and CUDA context; and ``--workers K`` is K such processes at once.
@@ -28,6 +34,7 @@ left.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
@@ -35,12 +42,14 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
 
+from neurotrain.train.sweeps import naming
 from neurotrain.train.sweeps.schema import SweepSpec
 from neurotrain.train.sweeps.study import (
     HEARTBEAT_S,
@@ -53,9 +62,10 @@ from neurotrain.train.sweeps.study import (
     revive_dead_local_trials,
 )
 from neurotrain.train.sweeps.trial import TrialChannel, trial_command
-from neurotrain.train.tracking.run_folder import read_summary
+from neurotrain.train.tracking.run_folder import read_summary, write_summary
 
 POLL_S = 0.5  # how often a worker thread looks for new validations of its trial
+SWEEP_LOG = "sweep.log"  # in the sweep folder: Optuna's own messages (a failed trial's full report)
 
 
 class TrialFailed(RuntimeError):
@@ -81,52 +91,84 @@ def run_local(
     monitored metric and which way it goes).
     """
     root = Path(root).resolve()
-    sweep_id = sweep_id or spec.fingerprint
-    study_name = f"{spec.name}-{sweep_id}"
+    study_name = naming.study_name(spec, extra, sweep_id)
     folder = root / "sweeps" / spec.name
     folder.mkdir(parents=True, exist_ok=True)
-    url = storage or f"sqlite:///{folder / 'optuna.db'}"
-    rdb = make_storage(url, heartbeat_s)
-    study = optuna.create_study(
-        study_name=study_name,
-        storage=rdb,
-        sampler=make_sampler(spec),
-        pruner=make_pruner(spec.early_terminate),
-        direction=direction or spec.goal,
-        load_if_exists=True,
-    )
-    study.set_user_attr("sweep_file", str(spec.path))
-    study.set_user_attr("sweep", spec.raw)
-    metric = spec.metric or monitor or "val/loss"
-    revived = revive_dead_local_trials(study_name, rdb, root=root, channels=folder / "trials", metric=metric)
-    budget = _budget(spec, count)
-    print(
-        f"sweep {study_name}: {spec.method} search, {workers} worker(s), budget "
-        f"{budget if budget is not None else 'unbounded (Ctrl-C stops)'}, storage {_redact(url)}"
-        + (f"; re-queued {revived.requeued} trial(s) of a dead sweep process" if revived.requeued else ""),
-        flush=True,
-    )
-    for line in revived.recovered:
-        print(line, flush=True)
-    runner = _Runner(spec, study, root, folder, list(extra), study_name, budget, metric)
-    threads = [threading.Thread(target=runner.loop, name=f"sweep-worker-{i}") for i in range(max(1, workers))]
-    for t in threads:
-        t.start()
+    with optuna_log(folder / SWEEP_LOG):  # Optuna's own messages go to the sweep's log file
+        url = storage or f"sqlite:///{folder / 'optuna.db'}"
+        rdb = make_storage(url, heartbeat_s)
+        for line in naming.describe_start(
+            study_name, rdb, spec.name, list(extra), explicit=sweep_id is not None
+        ):
+            print(line, flush=True)
+        study = optuna.create_study(
+            study_name=study_name,
+            storage=rdb,
+            sampler=make_sampler(spec),
+            pruner=make_pruner(spec.early_terminate),
+            direction=direction or spec.goal,
+            load_if_exists=True,
+        )
+        study.set_user_attr("sweep_file", str(spec.path))
+        study.set_user_attr("sweep", spec.raw)
+        study.set_user_attr(naming.SET_ATTR, list(extra))
+        metric = spec.metric or monitor or "val/loss"
+        revived = revive_dead_local_trials(
+            study_name, rdb, root=root, channels=folder / "trials", metric=metric
+        )
+        budget = _budget(spec, count)
+        print(
+            f"sweep {study_name}: {spec.method} search, {workers} worker(s), budget "
+            f"{budget if budget is not None else 'unbounded (Ctrl-C stops)'}, storage {_redact(url)}"
+            + (
+                f"; re-queued {revived.requeued} trial(s) of a dead sweep process" if revived.requeued else ""
+            ),
+            flush=True,
+        )
+        for line in revived.recovered:
+            print(line, flush=True)
+        runner = _Runner(spec, study, root, folder, list(extra), study_name, budget, metric)
+        threads = [
+            threading.Thread(target=runner.loop, name=f"sweep-worker-{i}") for i in range(max(1, workers))
+        ]
+        for t in threads:
+            t.start()
+        try:
+            for t in threads:
+                while t.is_alive():
+                    t.join(0.5)
+        except KeyboardInterrupt:
+            # Ctrl-C reached the trial processes too; let them end, then re-queue what they were running.
+            runner.stopping.set()
+            print("interrupted: stopping; the running trials are re-queued for the next run", flush=True)
+            for t in threads:
+                t.join()
+            for frozen in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+                if frozen.number in runner.interrupted:
+                    RetryStale(max_retry=MAX_RETRY)(study, frozen)
+            raise
+        return report(study, root, study_name)
+
+
+@contextmanager
+def optuna_log(path: Path) -> Iterator[None]:
+    """Send Optuna's log records to the file ``path`` instead of the terminal, while the block runs.
+
+    Optuna reports a failed trial as a warning with the objective's traceback; the sweep prints one
+    line per trial itself (`_Runner._outcome`), so Optuna's records (INFO and up) are appended to the
+    sweep's log file, through Optuna's public logging controls, and its stderr handler comes back after.
+    """
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger = optuna.logging.get_logger("optuna")
+    logger.addHandler(handler)
+    optuna.logging.disable_default_handler()
     try:
-        for t in threads:
-            while t.is_alive():
-                t.join(0.5)
-    except KeyboardInterrupt:
-        # Ctrl-C reached the trial processes too; let them end, then re-queue what they were running.
-        runner.stopping.set()
-        print("interrupted: stopping; the running trials are re-queued for the next run", flush=True)
-        for t in threads:
-            t.join()
-        for frozen in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-            if frozen.number in runner.interrupted:
-                RetryStale(max_retry=MAX_RETRY)(study, frozen)
-        raise
-    return report(study, root, study_name)
+        yield
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+        optuna.logging.enable_default_handler()
 
 
 def report(study: optuna.Study, root: Path, study_name: str) -> int:
@@ -139,7 +181,9 @@ def report(study: optuna.Study, root: Path, study_name: str) -> int:
     )
     for t in trials:
         if t.state == TrialState.FAIL:
-            print(f"  trial {t.number} FAIL: {str(t.user_attrs.get('error') or '?').splitlines()[-1][:200]}")
+            print(
+                f"  trial {t.number} FAIL: {failure_line(t.user_attrs.get('error'), t.user_attrs.get('log'))}"
+            )
     try:
         best = study.best_trial
     except ValueError:
@@ -267,20 +311,26 @@ class _Runner:
             raise TrialFailed("interrupted")
         if rc != 0:
             err = summary.get("error") or {}
-            message = f"{err.get('type')}: {err.get('message')}" if err else _tail(log)
-            message = f"exit code {rc}: {message} (log: {log})"
+            # the run's recorded error, else the exception its log ends with
+            last = " ".join(f"{err.get('type')}: {err.get('message')}".split()) if err else _exception(log)
+            message = f"exit code {rc}: {last if err else _tail(log)} (log: {log})"
             trial.set_user_attr("error", message)
-            print(f"trial {trial.number} FAILED: {message.splitlines()[0][:300]}", flush=True)
+            trial.set_user_attr("log", str(log))
+            print(f"trial {trial.number} FAILED: {failure_line(f'exit code {rc}: {last}', log)}", flush=True)
             raise TrialFailed(message)
         value = (summary.get("monitor") or {}).get("best")
         if "pruned_at" in attrs:
             trial.set_user_attr("error", None)
+            if summary.get("sweep"):  # its fit ended as a normal finished one: `compare` reads this
+                write_summary(run_dir, {**summary, "sweep": {**summary["sweep"], "state": "pruned"}})
             print(f"trial {trial.number} PRUNED at validation {attrs['pruned_at']}", flush=True)
             raise optuna.TrialPruned(f"pruned at validation {attrs['pruned_at']}")
         if value is None:
             name = (summary.get("monitor") or {}).get("name") or self.spec.metric
             message = f"the run recorded no value of {name} (no validation ran?) (log: {log})"
             trial.set_user_attr("error", message)
+            trial.set_user_attr("log", str(log))
+            print(f"trial {trial.number} FAILED: {failure_line(message, log)}", flush=True)
             raise TrialFailed(message)
         trial.set_user_attr("error", None)
         print(f"trial {trial.number} finished: best {value:.6g}", flush=True)
@@ -290,6 +340,40 @@ class _Runner:
 def _budget(spec: SweepSpec, count: int | None) -> int | None:
     caps = [c for c in (count, spec.run_cap, spec.grid_size() if spec.method == "grid" else None) if c]
     return min(caps) if caps else None
+
+
+def failure_line(error: str | None, log: str | Path | None, width: int = 300) -> str:
+    """A failed trial on one line: the last line of its ``error`` (cut to ``width``), then its log file.
+
+    The error as `_Runner._outcome` records it ends with ``(log: PATH)``; the log is shown whole even
+    when the message is cut, since it is where the full traceback is.
+    """
+    text = str(error or "?").strip()
+    if log is not None:
+        text = text.removesuffix(f" (log: {log})")
+    last = (text.splitlines() or ["?"])[-1].strip()
+    last = last if len(last) <= width else last[: width - 1] + "…"
+    return f"{last} (log: {log})" if log is not None else last
+
+
+def _exception(log: Path, dump: int = 200) -> str:
+    """The exception a trial's log ends with, on one line; else the log's last line.
+
+    That is the text after the frames of the log's last traceback (``ValueError: …`` and the lines of
+    a message of many lines), without lines longer than ``dump`` characters (printed values).
+    """
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return "no log"
+    heads = [i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call last)")]
+    if not heads:
+        return _tail(log, 1)
+    i = heads[-1] + 1
+    while i < len(lines) and (not lines[i].strip() or lines[i][:1].isspace()):  # the frames
+        i += 1
+    text = " ".join(line.strip() for line in lines[i:] if line.strip() and len(line) <= dump)
+    return text or _tail(log, 1)
 
 
 def _tail(log: Path, n: int = 3) -> str:

@@ -165,6 +165,37 @@ def check_against_config(spec: SweepSpec, extra: Sequence[str] = ()) -> dict[str
         raise SweepError(
             spec.path, [f"command/--set: the run config does not parse: {_reason(exc)}"]
         ) from exc
+    problems = [] if _all_values_parse(spec, base) else _faulty_params(spec, base)
+    _check_metric(spec, parsed, problems)
+    if problems:
+        raise SweepError(spec.path, problems)
+    return parsed
+
+
+# helpers -------------------------------------------------------------------------------------------------
+
+
+def _all_values_parse(spec: SweepSpec, base: list[str]) -> bool:
+    """Whether every parameter's example values parse, checked together: one parse per round.
+
+    Round ``i`` sets each parameter to its ``i``-th example value (those with fewer values sit out),
+    so a file costs as many parses as its longest value list, not one per value.
+    """
+    from neurotrain.train.run.lightning_cli import parse_config
+
+    examples = [(p.key, p.example_values()) for p in spec.params]
+    for i in range(max((len(values) for _, values in examples), default=0)):
+        try:
+            parse_config([*base, *(override(key, values[i]) for key, values in examples if i < len(values))])
+        except Exception:
+            return False
+    return True
+
+
+def _faulty_params(spec: SweepSpec, base: list[str]) -> list[str]:
+    """One ``parameters.KEY: reason`` line per parameter with a value that does not parse (alone)."""
+    from neurotrain.train.run.lightning_cli import parse_config
+
     problems = []
     for p in spec.params:
         for value in p.example_values():
@@ -173,13 +204,7 @@ def check_against_config(spec: SweepSpec, extra: Sequence[str] = ()) -> dict[str
             except Exception as exc:
                 problems.append(f"parameters.{p.key}: {_reason(exc)} (value {value!r})")
                 break
-    _check_metric(spec, parsed, problems)
-    if problems:
-        raise SweepError(spec.path, problems)
-    return parsed
-
-
-# helpers -------------------------------------------------------------------------------------------------
+    return problems
 
 
 def _check_metric(spec: SweepSpec, parsed: dict[str, Any], problems: list[str]) -> None:
