@@ -47,8 +47,10 @@ def build_report(
 ) -> list[Run]:
     """Write the report for the runs under ``paths`` to ``out``; returns the runs it shows.
 
-    ``ignore_keys`` are glob patterns of config keys never shown as differing (default
-    ``DEFAULT_IGNORED_KEYS``). ``tables`` (the caller's own results) are shown above the runs table.
+    ``ignore_keys`` are glob patterns of config keys never shown as settings (default
+    ``DEFAULT_IGNORED_KEYS``). Without ``metric`` (and ``mode``), each run kind's table scores the
+    metric its runs monitor, and the one most runs monitor leads the curves and is the sweep charts'
+    axis. ``tables`` (the caller's own results) are shown above the runs tables.
     Raises CompareError for input that cannot make a report (no runs, bad filter, no run left).
     """
     from plotly.offline import get_plotlyjs
@@ -75,11 +77,16 @@ def build_report(
     if not kept:
         raise CompareError(f"none of the {len(runs)} runs found matches --filter {' '.join(filters)}")
     kept.sort(key=lambda run: (run.summary.get("started") or "", run.name))
+    # Without --metric/--mode, each kind's table scores the metric its own runs monitor.
+    per_kind_metric = metric is None and mode is None
     metric = metric or _default_metric(kept)
+    ignore = list(DEFAULT_IGNORED_KEYS if ignore_keys is None else ignore_keys)
     opts = ReportOptions(
         metric=metric,
         mode=mode or _default_mode(kept, metric),
-        config_keys=differing_keys(kept, DEFAULT_IGNORED_KEYS if ignore_keys is None else ignore_keys),
+        config_keys=differing_keys(kept, ignore),
+        ignore_keys=ignore,
+        per_kind_metric=per_kind_metric,
         group_by=group_by,
         smoothing=smoothing,
         x=x,

@@ -1,4 +1,4 @@
-"""The ``neurotrain compare`` page: runs table, metric curves, parallel coordinates, media, as one HTML file.
+"""The ``neurotrain compare`` page: runs tables, metric curves, parallel coordinates, media, as one HTML file.
 
 `render_report` turns the runs into the values the page shows; the Jinja2 template
 ``assets/report.html.j2`` lays them out (autoescaped), with the style ``assets/report.css`` and the
@@ -25,7 +25,16 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
-from neurotrain.train.report.runs import CRASHED_STATUSES, Curve, Run, best_and_final, format_value
+from neurotrain.train.report.panels import SECTION_TITLES, SECTIONS, make_panels
+from neurotrain.train.report.runs import (
+    CRASHED_STATUSES,
+    DEFAULT_IGNORED_KEYS,
+    Curve,
+    Run,
+    best_and_final,
+    format_value,
+)
+from neurotrain.train.report.runs_table import Cell, runs_tables
 from neurotrain.train.report.tables import ReportTable
 
 # Plotly's default qualitative palette, so group colours match what users know from plotly/W&B.
@@ -47,7 +56,7 @@ class ReportOptions:
 
     metric: str
     mode: str  # "min" or "max"
-    config_keys: Sequence[str]
+    config_keys: Sequence[str]  # differing between all runs: the parallel-coordinates fallback
     group_by: str | None = None
     smoothing: float = 0.0
     x: str = "step"
@@ -55,27 +64,8 @@ class ReportOptions:
     title: str = "neurotrain compare"
     filters: Sequence[str] = ()
     tables: Sequence[ReportTable] = ()  # shown above the runs table (e.g. the quickstart's results)
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One table cell: its text and, for numbers, the ``data-sort`` value the page sorts by."""
-
-    text: str
-    sort: str | None = None
-
-
-@dataclass(frozen=True)
-class RunRow:
-    """One row of the runs table: name and status cells, with the plain cells before and after status."""
-
-    name: str
-    path: str
-    status: str
-    status_class: str  # "finished", "running", "crashed", ... (CSS classes status-* and row-*)
-    detail: str
-    lead: list[Cell]
-    rest: list[Cell]
+    ignore_keys: Sequence[str] = DEFAULT_IGNORED_KEYS  # config keys never shown as settings
+    per_kind_metric: bool = False  # each runs table scores its runs' monitored metric, not ``metric``
 
 
 def render_report(runs: Sequence[Run], opts: ReportOptions, plotly_js: str) -> str:
@@ -83,15 +73,18 @@ def render_report(runs: Sequence[Run], opts: ReportOptions, plotly_js: str) -> s
     groups = _group_values(runs, opts.group_by)
     colors = _colors(runs, groups)
     scores = {id(run): best_and_final(run.curves.get(opts.metric), opts.mode) for run in runs}
+    panels = make_panels(runs, opts.metric)
     data = {
         "x": opts.x,
         "smoothing": opts.smoothing,
-        "metrics": _metric_order(runs, opts.metric),
+        "panels": [p.to_json() for p in panels],
         "runs": [
             {
                 "name": run.name,
                 "color": colors[i],
                 "group": groups[i],
+                "job_type": run.job_type,
+                "status": run.status,
                 "crashed": run.status in CRASHED_STATUSES,
                 "curves": {k: _curve_json(c) for k, c in run.curves.items()},
             }
@@ -99,6 +92,20 @@ def render_report(runs: Sequence[Run], opts: ReportOptions, plotly_js: str) -> s
         ],
         "parcoords": _parcoords(runs, opts, groups, scores),
     }
+    tables = runs_tables(
+        runs,
+        metric=opts.metric,
+        mode=opts.mode,
+        per_kind_metric=opts.per_kind_metric,
+        ignore=opts.ignore_keys,
+        group_by=opts.group_by,
+        groups=groups,
+    )
+    sections = [
+        {"id": name, "title": SECTION_TITLES[name]}
+        for name in SECTIONS
+        if any(p.section == name for p in panels)
+    ]
     return (
         _environment()
         .get_template(TEMPLATE)
@@ -113,8 +120,9 @@ def render_report(runs: Sequence[Run], opts: ReportOptions, plotly_js: str) -> s
             filters=", ".join(opts.filters) or "none",
             generated=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             tables=opts.tables,
-            runs_table=_runs_table(runs, opts, groups, scores),
+            runs_tables=tables,
             group_table=_group_table(runs, opts, groups, scores) if opts.group_by else None,
+            sections=sections,
             x=opts.x,
             smoothing=opts.smoothing,
             media=_media(runs, opts.media),
@@ -153,42 +161,6 @@ def _inline_code(code: str) -> Markup:
     JavaScript strings and regular expressions where it can occur.
     """
     return Markup(_END_TAG.sub(r"<\\/\1", code))
-
-
-def _runs_table(runs: Sequence[Run], opts: ReportOptions, groups: list[str], scores: dict) -> dict[str, Any]:
-    columns = ["run", "group", "status", "job type", "duration", "started", *opts.config_keys]
-    columns += [f"best {opts.metric}", "best step", f"final {opts.metric}", "tags", "commit"]
-    # A --group-by column unless it repeats the group column.
-    extra_group = bool(opts.group_by) and opts.group_by not in ("group", "summary.group")
-    if extra_group:
-        columns.insert(2, opts.group_by)
-    rows = []
-    for i, run in enumerate(runs):
-        s = run.summary
-        best, best_step, final = scores[id(run)]
-        git = s.get("git") or {}
-        commit = (git.get("commit") or "")[:8] + ("+dirty" if git.get("dirty") else "")
-        lead = [_cell(s.get("group"))] + ([_cell(groups[i])] if extra_group else [])
-        rest = [
-            _cell(s.get("job_type")),
-            _cell(_duration(run.duration_s), sort=run.duration_s),
-            _cell((s.get("started") or "").replace("T", " ")[:19]),
-        ]
-        rest += [_cell(run.config.get(k), sort=run.config.get(k)) for k in opts.config_keys]
-        rest += [_cell(best, sort=best), _cell(best_step, sort=best_step), _cell(final, sort=final)]
-        rest += [_cell(", ".join(s.get("tags") or [])), _cell(commit)]
-        rows.append(
-            RunRow(
-                name=run.name,
-                path=str(run.path),
-                status=run.status,
-                status_class="crashed" if run.status in CRASHED_STATUSES else run.status.replace("/", "-"),
-                detail=run.status_detail,
-                lead=lead,
-                rest=rest,
-            )
-        )
-    return {"columns": columns, "rows": rows}
 
 
 def _group_table(runs: Sequence[Run], opts: ReportOptions, groups: list[str], scores: dict) -> dict[str, Any]:
@@ -308,11 +280,6 @@ def _curve_json(curve: Curve) -> dict[str, list[Any]]:
     return {"step": curve.step, "epoch": curve.epoch, "value": values}
 
 
-def _metric_order(runs: Sequence[Run], metric: str) -> list[str]:
-    names = sorted({k for run in runs for k in run.curves})
-    return ([metric] if metric in names else []) + [n for n in names if n != metric]
-
-
 def _group_values(runs: Sequence[Run], key: str | None) -> list[str]:
     return [format_value(run.get(key)) or "(none)" for run in runs] if key else [""] * len(runs)
 
@@ -322,15 +289,6 @@ def _colors(runs: Sequence[Run], groups: list[str]) -> list[str]:
         order = list(dict.fromkeys(groups))
         return [PALETTE[order.index(g) % len(PALETTE)] for g in groups]
     return [PALETTE[i % len(PALETTE)] for i in range(len(runs))]
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    seconds = int(round(seconds))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
 
 
 def _cell(value: Any, sort: Any = None) -> Cell:

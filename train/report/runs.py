@@ -44,7 +44,9 @@ DEFAULT_IGNORED_KEYS = (
 # A run still "running" whose heartbeat is older than this many heartbeat intervals was killed.
 STALE_HEARTBEATS = 10
 MIN_STALE_S = 600.0
-CRASHED_STATUSES = ("crashed", "crashed/killed", "interrupted")
+CRASHED_STATUSES = ("crashed", "crashed/killed", "interrupted", "failed")
+# What a sweep trial ended as, as the sweep recorded it in ``summary.json`` (``sweep.state``).
+TRIAL_STATES = ("running", "finished", "pruned", "failed")
 _NEVER_RUNS = ("wandb", MEDIA_DIR, "__pycache__", "node_modules")
 
 
@@ -75,6 +77,20 @@ class Run:
     duration_s: float | None
     media: list[Path]
 
+    @property
+    def job_type(self) -> str:
+        """The run record's ``job_type`` (pretrain, finetune, eval, evaluate), "run" when it has none."""
+        return str(self.summary.get("job_type") or "run")
+
+    @property
+    def sweep_id(self) -> str | None:
+        return (self.summary.get("sweep") or {}).get("sweep_id")
+
+    @property
+    def kind(self) -> str:
+        """What the runs table groups by: ``sweep trial · <id>`` for a sweep's trials, else the job type."""
+        return f"sweep trial · {self.sweep_id}" if self.sweep_id else self.job_type
+
     def get(self, key: str) -> Any:
         """A value by key for filters and grouping: ``config.``/``summary.`` prefixed, or bare (config first)."""
         if key.startswith("config."):
@@ -86,7 +102,7 @@ class Run:
         if key == "status":
             return self.status
         if key == "sweep_id":
-            return (self.summary.get("sweep") or {}).get("sweep_id")
+            return self.sweep_id
         return _dig(self.summary, key)
 
 
@@ -121,6 +137,8 @@ def load_run(path: Path, now: dt.datetime | None = None) -> Run:
     summary = _read_json(path / SUMMARY_FILE) or {}
     config = flatten(_read_yaml(path / CONFIG_FILE))
     status, detail = resolve_status(summary, now)
+    if (summary.get("sweep") or {}).get("sweep_id"):
+        status, detail = trial_status(summary, status, detail)
     media_dir = path / MEDIA_DIR
     media = (
         sorted(p for p in media_dir.rglob("*") if p.suffix.lower() in MEDIA_SUFFIXES)
@@ -163,6 +181,25 @@ def resolve_status(summary: dict[str, Any], now: dt.datetime | None = None) -> t
         if age > limit:
             return "crashed/killed", f"no heartbeat for {age / 60:.0f} min (last {beat})"
     return "running", f"last heartbeat {beat}"
+
+
+def trial_status(summary: dict[str, Any], status: str, detail: str) -> tuple[str, str]:
+    """A sweep trial's status: the state the sweep recorded (``sweep.state``), else read from the run.
+
+    A trial that crashed is ``failed``; one whose fit finished without a value of the monitored metric
+    is ``failed`` too (the sweep cannot rank it); a pruned trial's fit ends as a normal finished fit,
+    so only the sweep's record (``sweep.state: pruned``) tells it apart.
+    """
+    sweep = summary.get("sweep") or {}
+    state = sweep.get("state")
+    if state in TRIAL_STATES and not (state == "running" and status != "running"):
+        return state, detail
+    if status in CRASHED_STATUSES:
+        return "failed", f"{status}: {detail}" if detail else status
+    monitor = summary.get("monitor") or {}
+    if status == "finished" and monitor.get("best") is None:
+        return "failed", f"no value of {monitor.get('name') or 'the monitored metric'} was recorded"
+    return status, detail
 
 
 def read_metrics(path: Path) -> dict[str, Curve]:

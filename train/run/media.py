@@ -3,7 +3,8 @@
 `ValidationMedia` (a Callback every ``neurotrain fit`` run gets) draws, at most every N validations:
 
 - `PretrainModule`: ``reconstruction_step<N>.png``, a few masked-reconstruction examples (true signal in
-  black, prediction in red on the masked patches, which are shaded), and ``topomap_step<N>.png``, the
+  black, prediction in red on the masked patches; each masked patch shaded on its own, patch borders
+  drawn, channels labelled with their names from the datamodule's manifest), and ``topomap_step<N>.png``, the
   per-channel reconstruction error on the scalp (MNE ``plot_topomap`` from the batch's EEG positions;
   skipped with fewer than `MIN_TOPO_CHANNELS` positioned channels).
 - `ClassifierModule`: ``confusion_step<N>.png``, the confusion matrix of the whole validation (summed over
@@ -12,13 +13,15 @@
 PNGs go to ``<run_dir>/media/`` (``RunRecord.media_dir``), where ``neurotrain compare`` shows them, and to
 W&B as images when a W&B logger is attached. Only global rank zero draws (no reconstruction under
 DeepSpeed ZeRO-3, whose sharded weights need every rank for a forward). Figures use matplotlib's
-object API with the Agg canvas (no pyplot state, no display needed), small and at low dpi so a
-validation's media cost well under a second on CPU. A failure to draw warns once and never stops training.
+object API with the Agg canvas (no pyplot state, no display needed) with constrained layout (no
+clipped titles or tick labels), sized to be read in the dashboard at 100 dpi, so a validation's
+media cost well under a second on CPU. A failure to draw warns once and never stops training.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_warn
 from torch import Tensor
 
 from neurotrain.datamodules.format.channel_types import TYPE_INDEX
+from neurotrain.datamodules.loading.collate import kept_channels
 from neurotrain.models.modules import ClassifierModule, PretrainModule
 from neurotrain.train.tracking.run_folder import MEDIA_DIR
 from neurotrain.train.tracking.run_record import find_run_record
@@ -52,7 +56,7 @@ class ValidationMedia(Callback):
     """
 
     def __init__(
-        self, every_n_validations: int = 1, examples: int = 2, channels: int = 3, dpi: int = 72
+        self, every_n_validations: int = 1, examples: int = 2, channels: int = 3, dpi: int = 100
     ) -> None:
         self.every_n_validations = every_n_validations
         self.examples = examples
@@ -140,7 +144,10 @@ class ValidationMedia(Callback):
         sfreq = float(sub["sfreq"][0]) if "sfreq" in sub else 1.0
         real = sub["channel_mask"].cpu().numpy()  # [n, C]
         patch = target.shape[-1] // masked.shape[-1]
-        fig = reconstruction_figure(target, recon, masked, real, sfreq, patch, self.examples, self.channels)
+        names = batch_channel_names(trainer.datamodule, sub, min(n, self.examples))
+        fig = reconstruction_figure(
+            target, recon, masked, real, sfreq, patch, self.examples, self.channels, names=names
+        )
         self._emit(trainer, fig, "reconstruction")
         topo = topomap_values(sub, masked, error)
         if topo is not None:
@@ -183,32 +190,119 @@ def reconstruction_figure(
     patch: int,
     examples: int,
     channels: int,
+    names: Sequence[Sequence[str]] | None = None,
 ) -> Figure:
     """Rows of (example, channel): the true signal, the prediction on masked patches, masked patches shaded.
 
-    Per example, the channels with the most masked patches are drawn (ties: lowest slot first).
+    ``target``/``recon`` [n, C, P*S], ``masked`` [n, C, P] (True = the patch was hidden from the
+    encoder), ``real`` [n, C] (False = padding, never drawn), ``names`` [n][C] the slot names
+    (`batch_channel_names`; None: slot numbers). Each masked patch is shaded on its own between its
+    borders (thin lines at every patch border), so the shading shows which patches were hidden.
+    Per example, the channels drawn are those with both hidden and visible patches (where the
+    prediction can be judged next to its context), the ones nearest half hidden first, then the
+    fully hidden ones; never a channel without a hidden patch (ties: more hidden, then lowest slot).
+    The title gives the share of hidden patches over all real channels, so a mostly shaded figure
+    is read as the objective's mask ratio, not as a choice of channels.
     """
     rows = []
+    n_patches = masked.shape[-1]
     for i in range(min(examples, target.shape[0])):
-        counts = np.where(real[i], masked[i].sum(-1), -1)  # [C]; padding never chosen
-        order = np.lexsort((np.arange(len(counts)), -counts))
-        rows += [(i, int(c)) for c in order[:channels] if counts[c] >= 0]
-    fig = Figure(figsize=(7, 1.1 * max(len(rows), 1) + 0.4), layout="constrained")
+        hidden = masked[i].sum(-1)  # [C]
+        partial = (hidden > 0) & (hidden < n_patches)
+        # lower is better: partly hidden by distance from half, then fully hidden; -1 never drawn
+        distance = np.where(partial, np.abs(2 * hidden - n_patches), 2 * n_patches)
+        drawable = real[i] & (hidden > 0)
+        order = np.lexsort((np.arange(len(hidden)), -hidden, distance))
+        rows += [(i, int(c)) for c in order if drawable[c]][:channels]
+    fig = Figure(figsize=(8, 1.25 * max(len(rows), 1) + 0.6), layout="constrained")
     FigureCanvasAgg(fig)
     t = np.arange(target.shape[-1]) / sfreq  # [P*S] seconds
+    edges = np.arange(n_patches + 1) * patch / sfreq  # [P+1] patch borders, seconds
     axes = fig.subplots(max(len(rows), 1), 1, sharex=True, squeeze=False)[:, 0]
     for ax, (i, c) in zip(axes, rows, strict=False):
         mask_samples = np.repeat(masked[i, c], patch)  # [P*S]
-        for p in np.flatnonzero(masked[i, c]):
-            ax.axvspan(t[p * patch], t[min((p + 1) * patch, len(t) - 1)], color="0.9", lw=0)
+        # one rectangle per masked patch, full height (axes y coordinates), and every patch border
+        hidden = [(edges[p], edges[p + 1] - edges[p]) for p in np.flatnonzero(masked[i, c])]
+        ax.broken_barh(hidden, (0, 1), transform=ax.get_xaxis_transform(), color="#f6d7b0", lw=0, zorder=0)
+        ax.vlines(edges, 0, 1, transform=ax.get_xaxis_transform(), color="0.82", lw=0.5, zorder=0)
         ax.plot(t, target[i, c], color="k", lw=0.7, label="true")
-        ax.plot(t, np.where(mask_samples, recon[i, c], np.nan), color="tab:red", lw=0.8, label="predicted")
-        ax.set_ylabel(f"ex {i}\nch {c}", fontsize=7)
-        ax.tick_params(labelsize=6)
-    axes[0].legend(loc="upper right", fontsize=6, ncols=2)
-    axes[-1].set_xlabel("time (s)", fontsize=7)
-    fig.suptitle("masked reconstruction (shaded: masked patches)", fontsize=8)
+        ax.plot(t, np.where(mask_samples, recon[i, c], np.nan), color="tab:red", lw=0.9, label="predicted")
+        ax.set_ylabel(channel_label(names, i, c), fontsize=8)
+        ax.set_title(
+            f"example {i}: {int(masked[i, c].sum())} of {n_patches} patches masked", fontsize=7, loc="left"
+        )
+        ax.tick_params(labelsize=7)
+    axes[0].legend(loc="upper right", fontsize=7, ncols=2)
+    axes[-1].set_xlabel("time (s)", fontsize=8)
+    share = masked[real].mean() if real.any() else 0.0
+    fig.suptitle(
+        f"masked reconstruction: shaded patches were masked ({share:.0%} of all patches); lines: patch borders",
+        fontsize=9,
+    )
     return fig
+
+
+def channel_label(names: Sequence[Sequence[str]] | None, example: int, slot: int) -> str:
+    """The y label of a reconstruction row: the channel's name, else ``slot <c>``."""
+    if names is not None and example < len(names) and slot < len(names[example]) and names[example][slot]:
+        return str(names[example][slot])
+    return f"slot {slot}"
+
+
+def batch_channel_names(datamodule: Any, batch: dict[str, Any], n: int) -> list[list[str]] | None:
+    """Per example (the first ``n``), the channel name of each batch slot ('' for padding); None if unknown.
+
+    With ``data.channels`` slot ``i`` is ``channels[i]``. Otherwise the slots hold the example's kept
+    channels in stored order (what `make_layout` does, through the same `kept_channels`), read from
+    its recording's channel set and bad channels in the datamodule's manifests (``batch["recording"]``,
+    ``batch["dataset"]``). An example whose names do not match its channel mask gets '' everywhere.
+    """
+    hp = getattr(datamodule, "hparams", None)
+    if hp is None or "channel_mask" not in batch:
+        return None
+    real = batch["channel_mask"][:n].cpu().numpy()  # [n, C]
+    c_max = real.shape[1]
+    fixed = hp.get("channels")
+    if fixed:
+        row = [str(name) for name in list(fixed)[:c_max]]
+        return [row + [""] * (c_max - len(row))] * len(real)
+    manifests = getattr(datamodule, "manifests", None) or []
+    recordings = batch.get("recording")
+    if not manifests or recordings is None:
+        return None
+    datasets = batch.get("dataset")
+    target = hp.get("target_channel")
+    out = []
+    for i in range(len(real)):
+        d = int(datasets[i]) if datasets is not None else 0
+        meta = _recording_channels(manifests[d], str(recordings[i])) if d < len(manifests) else None
+        row: list[str] = []
+        if meta is not None:
+            keep = kept_channels(
+                meta,
+                hp.get("channel_types"),
+                bool(hp.get("drop_bad_channels", True)),
+                () if target is None else (target,),
+            )
+            row = [meta["ch_names"][k] for k in keep][:c_max]
+        if len(row) != int(real[i].sum()):
+            row = []
+        out.append(row + [""] * (c_max - len(row)))
+    return out if any(any(row) for row in out) else None
+
+
+def _recording_channels(manifest: dict[str, Any], recording: str) -> dict[str, Any] | None:
+    """``{"ch_names", "ch_types", "bad_channels"}`` of one recording of a manifest, None if absent."""
+    sets = {cs["id"]: cs for cs in manifest.get("channel_sets") or []}
+    for rec in manifest.get("recordings") or []:
+        if rec.get("id") == recording and rec.get("channel_set") in sets:
+            cs = sets[rec["channel_set"]]
+            return {
+                "ch_names": cs["ch_names"],
+                "ch_types": cs["ch_types"],
+                "bad_channels": rec.get("bad_channels") or [],
+            }
+    return None
 
 
 def topomap_values(
@@ -265,22 +359,44 @@ def _eeg_info(positions: tuple[tuple[float, ...], ...]) -> Any:
 
 
 def confusion_figure(matrix: np.ndarray, names: list[str]) -> Figure:
-    """Counts of true (rows) x predicted (columns) classes; colour = fraction of the true class."""
+    """Counts of true (rows) x predicted (columns) classes; colour = fraction of the true class.
+
+    ``matrix`` [K, K]. Pooled class names (``a/b``) are broken at the slash; the canvas grows with
+    K and with the longest label line, and the title spans the figure, so at the 100 dpi media are
+    saved at nothing is clipped or overlapping and the matrix is at least ~250 px on a side.
+    """
     k = len(matrix)
-    fig = Figure(figsize=(1.2 + 0.6 * k, 1.0 + 0.6 * k), layout="constrained")
+    labels = [name.replace("/", "/\n") for name in names]
+    longest = max((len(line) for name in labels for line in name.split("\n")), default=1)
+    size = 10 if k <= 6 else 8 if k <= 12 else 7
+    label_in = 0.075 * longest * (size - 1) / 9  # inches a tick label takes
+    cell = max(2.5 / k, 0.45)  # inches per matrix cell
+    rotate = k > 2 or longest > 10
+    fig = Figure(
+        figsize=(cell * k + label_in + 1.9, cell * k + (0.75 * label_in if rotate else 0.3) + 1.0),
+        layout="constrained",
+    )
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     rates = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
-    ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     for r in range(k):
         for c in range(k):
-            ax.text(c, r, f"{int(matrix[r, c])}", ha="center", va="center", fontsize=8,
+            ax.text(c, r, f"{int(matrix[r, c])}", ha="center", va="center", fontsize=size,
                     color="white" if rates[r, c] > 0.5 else "black")  # fmt: skip
-    ax.set_xticks(range(k), names, fontsize=7, rotation=45, ha="right")
-    ax.set_yticks(range(k), names, fontsize=7)
-    ax.set_xlabel("predicted", fontsize=8)
-    ax.set_ylabel("true", fontsize=8)
-    ax.set_title("validation confusion matrix", fontsize=8)
+    ax.set_xticks(
+        range(k),
+        labels,
+        fontsize=size - 1,
+        rotation=40 if rotate else 0,
+        ha="right" if rotate else "center",
+        rotation_mode="anchor",
+    )
+    ax.set_yticks(range(k), labels, fontsize=size - 1)
+    ax.set_xlabel("predicted", fontsize=9)
+    ax.set_ylabel("true", fontsize=9)
+    fig.suptitle(f"validation confusion matrix ({int(matrix.sum())} epochs)", fontsize=10)
+    fig.colorbar(im, ax=ax, shrink=0.8).set_label("share of the true class", fontsize=8)
     return fig
 
 
@@ -288,4 +404,8 @@ def class_names(datamodule: Any, k: int) -> list[str]:
     """Names of classes 0..k-1 from the datamodule's ``label_map`` (name -> index), else the indices."""
     label_map = getattr(datamodule, "label_map", None) or {}
     names = [[n for n, i in label_map.items() if i == c] for c in range(k)]
-    return [("/".join(ns)[:24] if ns else str(c)) for c, ns in enumerate(names)]
+    # Pooled names are joined by "/" (the figure breaks them there), each cut to 20 characters.
+    return [
+        "/".join(n[:20] for n in ns[:3]) + ("/…" if len(ns) > 3 else "") if ns else str(c)
+        for c, ns in enumerate(names)
+    ]

@@ -1,8 +1,11 @@
 // Script of the `neurotrain compare` page, inlined into every report by page.py.
 //
-// It reads the JSON in #report-data and draws with plotly.js: one chart per metric with every run
-// overlaid (EMA smoothing and the x axis chosen live), one parallel-coordinates chart per sweep, and
-// click-to-sort on every table. Plots use SVG scatter traces (not WebGL) so they render without a GPU.
+// It reads the JSON in #report-data and draws with plotly.js: one chart per panel (a metric, of one
+// job type when several log it) in its section (science, system), every run of the panel overlaid
+// (EMA smoothing, the x axis and "full y range" chosen live), one parallel-coordinates chart per
+// sweep, and click-to-sort on every table. "show all settings" (or the address ending in
+// #all-settings) reveals the runs-table columns that are the same in every run. Plots use SVG
+// scatter traces (not WebGL) so they render without a GPU.
 (function () {
   "use strict";
   const data = JSON.parse(document.getElementById("report-data").textContent);
@@ -20,15 +23,16 @@
     });
   }
 
-  function curveTraces(metric, xKey, alpha) {
+  function curveTraces(panel, xKey, alpha) {
     const traces = [];
     data.runs.forEach(function (run) {
-      const c = run.curves[metric];
-      if (!c) return;
+      const c = run.curves[panel.metric];
+      if (!c || (panel.job_type !== null && run.job_type !== panel.job_type)) return;
       const x = c[xKey];
       const legend = run.group || run.name;
-      const dash = run.crashed ? "dash" : "solid";
-      const label = run.name + (run.crashed ? " (crashed)" : "");
+      const ended = run.crashed ? run.status : run.status === "pruned" ? "pruned" : "";
+      const dash = run.crashed ? "dash" : ended ? "dot" : "solid";
+      const label = run.name + (ended ? " (" + ended + ")" : "");
       if (alpha > 0) {
         traces.push({ type: "scatter", mode: "lines", x: x, y: c.value, name: label, legendgroup: legend,
           showlegend: false, hoverinfo: "skip", opacity: 0.25, line: { color: run.color, width: 1, dash: dash } });
@@ -43,21 +47,30 @@
   function drawCurves() {
     const xKey = document.getElementById("x-axis").value;
     const alpha = parseFloat(document.getElementById("smoothing").value);
+    const full = document.getElementById("full-range").checked;
     document.getElementById("smoothing-value").textContent = alpha.toFixed(2);
-    const root = document.getElementById("curves");
-    data.metrics.forEach(function (metric, i) {
+    data.panels.forEach(function (panel, i) {
       let div = document.getElementById("plot-" + i);
       if (!div) {
         div = document.createElement("div");
         div.id = "plot-" + i;
         div.className = "plot";
-        div.dataset.metric = metric;
-        root.appendChild(div);
+        div.dataset.metric = panel.metric;
+        div.dataset.section = panel.section;
+        document.getElementById("curves-" + panel.section).appendChild(div);
       }
-      const layout = { title: { text: metric }, margin: { l: 60, r: 20, t: 40, b: 45 },
-        xaxis: { title: { text: xKey } }, legend: { font: { size: 10 } }, hovermode: "closest" };
-      Plotly.react(div, curveTraces(metric, xKey, alpha), layout, config);
+      const yaxis = full ? {} : Object.assign({}, panel.yaxis);
+      if (yaxis.range && yaxis.type !== "log") yaxis.autorange = false;
+      const layout = { title: { text: panel.title, x: 0.01, xanchor: "left", font: { size: 14 } }, margin: { l: 60, r: 20, t: 40, b: 45 },
+        xaxis: { title: { text: xKey } }, yaxis: yaxis, legend: { font: { size: 10 } }, hovermode: "closest" };
+      Plotly.react(div, curveTraces(panel, xKey, alpha), layout, config);
     });
+  }
+
+  // Columns equal in every run are rendered hidden; the switch shows or hides them in every table.
+  function showAllSettings() {
+    const all = document.getElementById("show-all-settings").checked;
+    document.querySelectorAll("table.runs .optional").forEach(function (cell) { cell.hidden = !all; });
   }
 
   function drawParcoords() {
@@ -106,6 +119,11 @@
   document.querySelectorAll("table.sortable").forEach(makeSortable);
   document.getElementById("x-axis").addEventListener("change", drawCurves);
   document.getElementById("smoothing").addEventListener("input", drawCurves);
+  document.getElementById("full-range").addEventListener("change", drawCurves);
+  const toggle = document.getElementById("show-all-settings");
+  if (window.location.hash === "#all-settings") toggle.checked = true;
+  toggle.addEventListener("change", showAllSettings);
+  showAllSettings();
   drawCurves();
   drawParcoords();
 })();
