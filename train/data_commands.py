@@ -299,7 +299,8 @@ def add_fetch_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _fetch(args: argparse.Namespace) -> int:
-    from neurotrain.datamodules.sharding.examples import FetchError, fetch
+    """Print each dataset's folder on stdout; what a dataset lacks (its ``note``) goes to stderr."""
+    from neurotrain.datamodules.sharding.examples import DATASETS, FetchError, fetch
 
     for name in args.names:
         try:
@@ -307,4 +308,6 @@ def _fetch(args: argparse.Namespace) -> int:
         except FetchError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
+        if DATASETS[name].note:
+            print(f"note ({name}): {DATASETS[name].note}", file=sys.stderr)
     return 0

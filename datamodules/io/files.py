@@ -17,7 +17,8 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
+import secrets
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,24 +39,43 @@ def sha256_file(path: str | os.PathLike, chunk: int = CHUNK) -> str:
 def atomic_path(path: str | os.PathLike, fsync: bool = True) -> Iterator[Path]:
     """A temporary path next to ``path``; renamed to ``path`` when the block ends without error.
 
-    The temporary file gets the permissions a plain ``open`` would give (``0o666 & ~umask``) and is
-    removed when the block raises. ``fsync`` flushes it to disk before the rename.
+    The file at ``path`` gets the mode a plain ``open`` gives a new file (``0o666 & ~umask``: 0644
+    under umask 022), not ``tempfile.mkstemp``'s 0600: the temporary file is created with
+    ``os.open(..., 0o666)``, so the kernel applies the umask (``os.umask`` is never called: it
+    sets the mask of the whole process, a race with any other thread creating a file). A library
+    that replaces the file with one of its own mode gets the created file's mode back before the
+    rename. The temporary file is removed when the block raises; ``fsync`` flushes it to disk
+    before the rename.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(name)
+    tmp, mode = _create_temporary(path)
     try:
         yield tmp
         if fsync:
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
+        if stat.S_IMODE(tmp.stat().st_mode) != mode:
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _create_temporary(path: Path) -> tuple[Path, int]:
+    """A new empty file ``.<name>.<random>.tmp`` beside ``path`` (umask mode) and that mode."""
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        try:
+            return tmp, stat.S_IMODE(os.fstat(fd).st_mode)
+        finally:
+            os.close(fd)
+    raise FileExistsError(f"no free temporary name beside {path}")
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -81,9 +101,3 @@ def dumps_json(obj: Any, *, sort_keys: bool = True, indent: int = 1, default: An
 def atomic_write_json(path: str | os.PathLike, obj: Any, **dumps: Any) -> None:
     """Write ``obj`` as JSON (canonical unless ``dumps`` says otherwise, see `dumps_json`), atomically."""
     atomic_write_bytes(path, dumps_json(obj, **dumps).encode("utf-8"))
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

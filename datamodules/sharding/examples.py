@@ -65,6 +65,9 @@ class ExampleDataset:
     # A pure-Python wheel whose metadata asks for a newer Python than this one: pip download then
     # needs ``--python-version`` to fetch it (its data files are read, the code is never run).
     python_version: str | None = None
+    # What the dataset lacks for ``neurotrain shard`` and where to get it: ``neurotrain fetch``
+    # says it on stderr (stdout stays the folder alone, for ``D=$(neurotrain fetch NAME)``).
+    note: str | None = None
 
     @property
     def wheel_name(self) -> str:
@@ -102,18 +105,25 @@ DATASETS: dict[str, ExampleDataset] = {
             "fmri2.nii.gz": "d89a16f4e17d55b1d08faa6f4a024aab067d8ab4571fe9fb2eaa1634b45cc618",
         },
         only_checksummed=True,
+        note="this fMRI example ships no atlas, and `neurotrain shard` needs one for fMRI "
+        "(--atlas LABELS.nii.gz, a label image on or resampled to the run's grid); "
+        "`neurotrain fetch fmri_rest` brings a run with its atlas (Atlas/indexed_mask-Atlas.nii) and "
+        "parcel names (Atlas/ROI_labels-Atlas.txt): README, 'The fMRI example'",
     ),
     "fmri_rest": ExampleDataset(
         package="neuropycon-data",
         version="0.0.dev6",
         prefix="neuropycon_data/data/data_nii/",
-        description="resting-state fMRI 64x32x32x88, TR 2.5 s, with a label atlas on the same grid",
+        description="resting-state fMRI 64x32x32x88, TR 2.5 s, with a label atlas on the same grid "
+        "(184 parcels, background -1) and its parcel names",
         wheel_url=_FILES + "85/5a/faf4d89af964f9a2bb3a69791119f2436a1e7597aaf9b14db0f14bb438fc/"
         "neuropycon_data-0.0.dev6-py3-none-any.whl",
         wheel_sha256="706e5b3576d76c833d2e7f52c1c3eb6992ce8be5efcd93bd1701f4dfa55fdae8",
         checksums={
             "sub-test_task-rs_bold.nii": "9bcea02b7955816beaac7ee4262136e0e92b08080aa9a01afd02eec0dcc7c0ac",
             "Atlas/indexed_mask-Atlas.nii": "4fca45c86b2f563016fa66ce8c6b7321ddaf59dac0881064707ef6f7f31a7072",
+            # one name per parcel, in label order: the source atlas' region numbers (--atlas-labels)
+            "Atlas/ROI_labels-Atlas.txt": "839a9611f78af0698b403586c6e31ae18f19e95ed8af85e75b1b08aa17422c65",
         },
     ),
     "t1": ExampleDataset(

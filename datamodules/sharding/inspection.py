@@ -156,12 +156,55 @@ def summarize(manifest: dict[str, Any]) -> dict[str, Any]:
         "positions": {
             r["id"]: f"{r['n_positions']}/{r['n_channels']} ({r['position_source']})" for r in recs
         },
+        "sampling_rates": sampling_rates(recs),
+        "bad_channels": {r["id"]: bad_channel_summary(r) for r in recs if r.get("bad_channels")},
         "labels": manifest["labels"]["counts"],
         "statistics": manifest["statistics"],
         "skipped": manifest.get("skipped", []),
         "warnings": {r["id"]: r["warnings"] for r in recs if r.get("warnings")},
         "float32": [r["id"] for r in recs if r.get("dtype") == "float32"],
     }
+
+
+def sampling_rates(recordings: list[dict[str, Any]]) -> dict[str, int]:
+    """Recordings per sampling rate, ``{"256 Hz": 2, "0.4 Hz (TR 2.5 s)": 1}``, most common first.
+
+    A loader resamples nothing by itself, so mixed rates are worth seeing before a fit; structural
+    images have no rate and are not counted.
+    """
+    rates: Counter[str] = Counter()
+    for r in recordings:
+        if r.get("sfreq") is None:
+            continue
+        text = f"{r['sfreq']:g} Hz"
+        rates[text + (f" (TR {r['tr']:g} s)" if r.get("tr") else "")] += 1
+    return dict(rates.most_common())
+
+
+def bad_channel_summary(recording: dict[str, Any]) -> str:
+    """``"3 of 128: C10, C12, C15 (noisy: 3)"``: a recording's bad channels and why they are bad.
+
+    ``bad_channels`` is the union of the file's own marks (BIDS ``channels.tsv``), the channels
+    found noisy (``--noisy-threshold``) and the flat ones marked (``--flat mark``); the counts in
+    brackets say how many came from each detection, the rest from the file.
+    """
+    bads = recording["bad_channels"]
+    why = [
+        f"{kind}: {len(found)}"
+        for kind, found in (
+            ("noisy", recording.get("noisy_channels") or []),
+            ("flat", [c for c in recording.get("flat_channels") or [] if c in bads]),
+        )
+        if found
+    ]
+    marked = len(
+        set(bads) - set(recording.get("noisy_channels") or []) - set(recording.get("flat_channels") or [])
+    )
+    if marked:
+        why.append(f"marked in the file: {marked}")
+    return f"{len(bads)} of {recording['n_channels']}: {', '.join(bads)}" + (
+        f" ({'; '.join(why)})" if why else ""
+    )
 
 
 def print_summary(directory: str | Path, verify: bool = False, workers: int | None = None) -> int:
@@ -193,6 +236,16 @@ def print_summary(directory: str | Path, verify: bool = False, workers: int | No
         )
     for rec, pos in s["positions"].items():
         console.print(f"  positions {rec}: {pos}")
+    if s["sampling_rates"]:
+        console.print(
+            "sampling rates: "
+            + ", ".join(f"{rate} × {n} recording(s)" for rate, n in s["sampling_rates"].items())
+        )
+    for rec, bads in s["bad_channels"].items():
+        console.print(f"  bad channels {rec}: {bads}", markup=False, highlight=False)
+    clean = s["recordings"] - len(s["bad_channels"])
+    if clean:
+        console.print(f"  no bad channels in {clean} of {s['recordings']} recording(s)")
     if s["labels"]:
         console.print(
             "labels as stored, the keys of data.label_map: "
