@@ -286,6 +286,7 @@ def _run_with_controls(shards: Path, tmp_path: Path, name: str) -> dict:
     return json.loads((out / "results.json").read_text())
 
 
+@pytest.mark.slow  # two evaluate runs with controls (~15 s); the control logic is in test_eval_controls.py
 def test_controls_sit_at_chance_without_a_leak_and_flag_one(tmp_path_factory: pytest.TempPathFactory) -> None:
     root = tmp_path_factory.mktemp("controls")
     random_order = _run_with_controls(_evoked_shards(root, "pairs", False), root, "eval-pairs")
@@ -312,6 +313,7 @@ def test_controls_sit_at_chance_without_a_leak_and_flag_one(tmp_path_factory: py
     assert abs(shuffled["score"]["estimate"] - shuffled["chance"]) < 0.06
 
 
+@pytest.mark.slow  # two tuned evaluate runs (~35 s); the choice rule is in test_eval_tuning.py
 def test_tuning_never_reads_the_scored_labels(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
