@@ -32,3 +32,15 @@ def eeg_shards(example_eeg: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     out = tmp_path_factory.mktemp("eeg_shards")
     shard_dataset([example_eeg], out, workers=2)
     return out
+
+
+@pytest.fixture
+def one_thread():
+    """Torch on one intra-op thread for one test, restored after: the small training tests run
+    their many tiny steps faster that way on a shared 2-core machine (two threads were 6-10x slower)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -168,6 +168,20 @@ def meg_eeg_info(n_eeg: int, sfreq: float):
     return base.resample(sfreq, verbose="error").info
 
 
+def _simulate_to_fif(path: Path, info, src, fwd, amplitude: np.ndarray, seed: int) -> Path:
+    """Source ``amplitude [n_vertices, n]`` (A·m) of volume source space ``src`` through ``fwd``
+    to the sensors of ``info``, plus MNE's ad-hoc sensor noise (seeded), written as FIF."""
+    import mne
+
+    stc = mne.VolSourceEstimate(amplitude, [src[0]["vertno"]], tmin=0.0, tstep=1.0 / info["sfreq"])
+    raw = mne.simulation.simulate_raw(info, stc, forward=fwd, verbose="error")
+    mne.simulation.add_noise(
+        raw, mne.make_ad_hoc_cov(raw.info, verbose="error"), random_state=seed, verbose="error"
+    )
+    raw.save(path, overwrite=True, verbose="error")
+    return path
+
+
 def write_meg_fif(
     path: Path, seconds: float = 20.0, sfreq: float = 200.0, n_eeg: int = 12, seed: int = 0
 ) -> Path:
@@ -192,13 +206,7 @@ def write_meg_fif(
     amplitude = np.zeros((len(src[0]["vertno"]), n))
     amplitude[0] = 50e-9 * np.sin(2 * np.pi * 7 * t)  # 50 nAm dipoles
     amplitude[len(amplitude) // 2] = 50e-9 * np.sin(2 * np.pi * 11 * t + 1.0)
-    stc = mne.VolSourceEstimate(amplitude, [src[0]["vertno"]], tmin=0.0, tstep=1.0 / rate)
-    raw = mne.simulation.simulate_raw(info, stc, forward=fwd, verbose="error")
-    mne.simulation.add_noise(
-        raw, mne.make_ad_hoc_cov(raw.info, verbose="error"), random_state=seed, verbose="error"
-    )
-    raw.save(path, overwrite=True, verbose="error")
-    return path
+    return _simulate_to_fif(path, info, src, fwd, amplitude, seed)
 
 
 def write_meg_alignment_fif(
@@ -240,10 +248,4 @@ def write_meg_alignment_fif(
         envelope = np.clip(drift / drift.std(), 0.0, None) * 40e-9  # >= 0, ~0-80 nAm
         freq = 5.0 + 20.0 * k / max(n_sources - 1, 1)
         amplitude[vertex] = envelope * np.sin(2 * np.pi * freq * t + rng.uniform(0, 2 * np.pi))
-    stc = mne.VolSourceEstimate(amplitude, [src[0]["vertno"]], tmin=0.0, tstep=1.0 / rate)
-    raw = mne.simulation.simulate_raw(info, stc, forward=fwd, verbose="error")
-    mne.simulation.add_noise(
-        raw, mne.make_ad_hoc_cov(raw.info, verbose="error"), random_state=seed, verbose="error"
-    )
-    raw.save(path, overwrite=True, verbose="error")
-    return path
+    return _simulate_to_fif(path, info, src, fwd, amplitude, seed)

@@ -13,7 +13,6 @@ a minute; the smoke test trains on magnetometers and gradiometers together.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,15 +37,6 @@ class ShuffledPairs(AlignmentModule):
                 for k, v in batch.items()
             }
         return super().compute_loss(batch)
-
-
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    """Torch on one thread: on a shared machine its default thread pool mostly waits for cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def datamodule(shards: Path, pair_types: list[str], seconds: float) -> ShardDataModule:

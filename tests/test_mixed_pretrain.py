@@ -121,16 +121,6 @@ def held_out_losses(trainer: pl.Trainer, module: PretrainModule, dm: ShardDataMo
     return {k: float(v) for k, v in metrics.items() if k.startswith("val/loss/")}
 
 
-@pytest.fixture
-def one_thread():
-    """Torch on one thread for this test: on a shared 2-core machine two intra-op threads made
-    each small step 6x slower than one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_one_model_loss_falls_on_every_dataset_of_the_mix(
     mixed: list[Path], tmp_path: Path, one_thread: None
 ) -> None:
