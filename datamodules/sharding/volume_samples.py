@@ -13,7 +13,8 @@ from neurotrain.datamodules.io.files import dumps_json
 from neurotrain.datamodules.sharding import statistics as stats
 from neurotrain.datamodules.sharding.encoding import RecordingOutput, encode_npy, recording_ids
 from neurotrain.datamodules.sharding.options import ShardError, ShardOptions
-from neurotrain.datamodules.sharding.readers.volumes import read_anat, read_fmri
+from neurotrain.datamodules.sharding.readers.anat import read_anat
+from neurotrain.datamodules.sharding.readers.volumes import read_fmri
 from neurotrain.datamodules.sharding.sources import SourceItem
 
 
