@@ -60,6 +60,7 @@ from neurotrain.datamodules.loading.dataset_names import dataset_names
 from neurotrain.datamodules.loading.images import EventImages
 from neurotrain.datamodules.loading.loader import ShardLoader, resume_position
 from neurotrain.datamodules.loading.normalize import normalization_from_manifest, type_table
+from neurotrain.datamodules.loading.participant_labels import LABEL_SOURCES, participant_labels
 from neurotrain.datamodules.loading.plan import StreamConfig
 from neurotrain.datamodules.loading.recentring import RECENTER_CHOICES, Recentring, RecentringFit
 from neurotrain.datamodules.loading.remote import resolve
@@ -122,6 +123,14 @@ class ShardDataModule(pl.LightningDataModule):
             over the window (``mean``), in its stored unit, not normalised. Every sample must
             hold it (an error names the sample and the channels it has).
         target_reduce: ``"end"`` or ``"mean"`` (see ``target_channel``).
+        label_source: where ``labels`` come from. ``"events"`` (default): the event of each epoch
+            (epochs mode; windows mode leaves windows unlabelled, -1). ``"participants"``: the
+            subject's ``label_column`` value from the ``participants.tsv`` recorded at shard time,
+            for every window, epoch or volume of the recording: classes through ``label_map``
+            (int64, -1 = none), else float32 regression targets (NaN = none); see
+            ``loading/participant_labels.py``. Subject-level labels (age, group) for run-level
+            fMRI or T1 models.
+        label_column: the ``participants.tsv`` column ``label_source: participants`` reads.
         channels: keep these channels, slot ``i`` = ``channels[i]`` in every sample.
         channel_types: keep only channels of these MNE types.
         max_channels: ``C_max`` when ``channels`` is not given (default: the largest kept set).
@@ -176,6 +185,8 @@ class ShardDataModule(pl.LightningDataModule):
         include_next_event: bool = False,
         target_channel: str | None = None,
         target_reduce: Literal["end", "mean"] = "end",
+        label_source: Literal["events", "participants"] = "events",
+        label_column: str | None = None,
         channels: list[str] | None = None,
         channel_types: list[str] | None = None,
         max_channels: int | None = None,
@@ -216,6 +227,14 @@ class ShardDataModule(pl.LightningDataModule):
             raise ValueError(f"target_reduce is 'end' or 'mean', got {target_reduce!r}")
         if target_channel is not None and channels is not None and target_channel in channels:
             raise ValueError(f"target_channel {target_channel!r} is also in channels: it cannot be input")
+        if label_source not in LABEL_SOURCES:
+            raise ValueError(f"label_source is one of {', '.join(LABEL_SOURCES)}, got {label_source!r}")
+        if (label_source == "participants") != (label_column is not None):
+            raise ValueError("label_source: participants and label_column go together (the column to read)")
+        if label_column is not None and mode != "windows":
+            raise ValueError("label_source: participants labels whole recordings: use mode='windows'")
+        if label_column is not None and target_channel is not None:
+            raise ValueError("label_column and target_channel both set labels: give one")
         if recenter not in RECENTER_CHOICES:
             raise ValueError(f"recenter is one of {', '.join(RECENTER_CHOICES)}, got {recenter!r}")
         self.save_hyperparameters()
@@ -522,6 +541,10 @@ class ShardDataModule(pl.LightningDataModule):
         if hp.target_channel is not None:
             stream.target_rows = self._target_rows(segments)
             stream.target_reduce = hp.target_reduce
+        if hp.get("label_column") is not None:
+            stream.segment_labels = participant_labels(
+                [s.meta for s in segments], [s.name for s in segments], hp.label_column, self.label_map
+            )
         if hp.recenter != "none":
             stream.recentring, stream.stage = self._fit_recentring(which, segments, counts, spec), which
         self._streams[which] = stream

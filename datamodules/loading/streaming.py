@@ -168,6 +168,9 @@ class ShardStream(IterableDataset):
     # values become its label ("end": the last sample, "mean").
     target_rows: list[int] | None = None
     target_reduce: str = "end"
+    # Subject-level labels (``label_source: participants``): per segment, int64 classes or
+    # float32 values (``participant_labels``), every window of the segment labelled with it.
+    segment_labels: np.ndarray | None = None
     # Per-segment metadata as arrays and lists (``_segment_table``), built on first use.
     _table: SegmentTable | None = field(default=None, init=False, repr=False)
     # Per resampled segment id: the stored rows any layout (or the target) reads, which is all
@@ -297,7 +300,10 @@ class ShardStream(IterableDataset):
         if seg_ids and self.segments[seg_ids[0]].kind == "volume":
             labels = plan.label[idx].tolist()
             rows = [(self.segments[i], st, lb) for i, st, lb in zip(seg_ids, starts, labels, strict=True)]
-            return self._volume_batch(windows, rows)
+            batch = self._volume_batch(windows, rows)
+            if self.segment_labels is not None:
+                batch["labels"] = torch.from_numpy(self.segment_labels[np.asarray(seg_ids, dtype=np.intp)])
+            return batch
         batch: dict[str, Any] = collate_windows(
             windows, self.spec.window_samples, self.c_max, self.cfg.normalize
         )
@@ -319,6 +325,8 @@ class ShardStream(IterableDataset):
         ]
         if self.target_rows is not None:
             batch["labels"] = self._targets(seg_ids, starts, data)
+        if self.segment_labels is not None:
+            batch["labels"] = torch.from_numpy(self.segment_labels[ids])
         if self.recentring is not None:
             apply_recentring(batch, self.recentring, self.stage)
         if self.pair_layouts is not None or self.images is not None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from neurotrain.datamodules.sharding.participants import participant_row
 from neurotrain.datamodules.sharding.sources import SourceItem
 
 
@@ -68,8 +69,13 @@ def encode_npy_as(array: np.ndarray, dtype: np.dtype) -> bytes:
 
 
 def recording_ids(item: SourceItem) -> dict[str, Any]:
-    """The identifiers of a recording, in every sample's ``meta.json`` and its manifest summary."""
-    return {
+    """The identifiers of a recording, in every sample's ``meta.json`` and its manifest summary.
+
+    ``participant``: the subject's ``participants.tsv`` row when the source has one
+    (`participants.participant_row`), the subject-level labels ``label_source: participants``
+    reads.
+    """
+    ids: dict[str, Any] = {
         "subject": item.subject,
         "session": item.session,
         "task": item.task,
@@ -78,3 +84,7 @@ def recording_ids(item: SourceItem) -> dict[str, Any]:
         "dataset": item.dataset,
         "source": item.source,
     }
+    row = participant_row(item.path, item.source, item.subject)
+    if row is not None:
+        ids["participant"] = row
+    return ids
