@@ -126,7 +126,7 @@ class ShardDataModule(pl.LightningDataModule):
         label_source: where ``labels`` come from. ``"events"`` (default): the event of each epoch
             (epochs mode; windows mode leaves windows unlabelled, -1). ``"participants"``: the
             subject's ``label_column`` value from the ``participants.tsv`` recorded at shard time,
-            for every window, epoch or volume of the recording: classes through ``label_map``
+            for every window or volume of the recording (windows mode): classes through ``label_map``
             (int64, -1 = none), else float32 regression targets (NaN = none); see
             ``loading/participant_labels.py``. Subject-level labels (age, group) for run-level
             fMRI or T1 models.

@@ -1,7 +1,7 @@
 """Subject-level labels: each window's label from its recording's ``participants.tsv`` row.
 
 ``ShardDataModule(label_source="participants", label_column="age")`` labels every window (or
-volume, or event epoch) of a recording with that column of the subject's row, which sharding
+volume) of a recording with that column of the subject's row, which sharding
 stored as ``meta["participant"]`` (`neurotrain.datamodules.sharding.participants`).
 
 - With a ``label_map`` the values are classes: ``labels`` int64 [B], the value's text looked up
