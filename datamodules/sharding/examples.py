@@ -137,6 +137,22 @@ DATASETS: dict[str, ExampleDataset] = {
         checksums={"ch2.nii.gz": "a3d28a3397a8c3cd099a2d41d8e3ed8dba5b7430d759aded7b19c7e8cdb6e2ac"},
         only_checksummed=True,
     ),
+    "mni152": ExampleDataset(
+        package="nilearn",
+        version="0.14.1",
+        prefix="nilearn/datasets/data/",
+        description="MNI152 2009a symmetric T1 template 197x233x189 at 1 mm, with its grey- and "
+        "white-matter probability maps (a second T1 for structural examples)",
+        wheel_url=_FILES + "9e/4f/6d93620cf4c7f642a8fb85fef8b6e30a24764ef99774026550291dea6fdd/"
+        "nilearn-0.14.1-py3-none-any.whl",
+        wheel_sha256="725206484e9fb3f6691f9c2d20204a068759d5072f12055324702ee0cb2bbe8a",
+        checksums={
+            "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz": "421a10e872fd6cadae7f61d358dffbcc1795a497d61ee76c5dda2503e1a1e9e6",
+            "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz": "97a5ca69bd24db37a9cb7b32525e1733a209af904129bf1cd36da06d24243bed",
+            "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz": "382d92812de4744f9c86c7a0e4f680dc317a0a50e4da1f0153618a6798c7b7db",
+        },
+        only_checksummed=True,
+    ),
     "ieeg": ExampleDataset(
         package="py-neuromodulation",
         version="0.1.7",
