@@ -51,8 +51,7 @@ from neurotrain.datamodules.format.manifest import MANIFEST
 from neurotrain.datamodules.io.files import atomic_write_json
 from neurotrain.datamodules.sharding.manifest_builder import build_manifest, software_versions
 from neurotrain.datamodules.sharding.options import ShardError, ShardOptions
-from neurotrain.datamodules.sharding.parts import part_path, read_json, shards_present
-from neurotrain.datamodules.sharding.readers.signals import source_fingerprint
+from neurotrain.datamodules.sharding.parts import item_files, part_path, read_json, shards_present
 from neurotrain.datamodules.sharding.sources import SourceItem
 
 PARTIAL_DIR = ".neurotrain"
@@ -102,7 +101,7 @@ def write_partial_manifest(
         "options": _content_options(options),
         "versions": software_versions(),
         "recordings": [
-            {"id": it.recording_id, "source": str(it.path), "files": source_fingerprint(it.path)}
+            {"id": it.recording_id, "source": str(it.path), "files": item_files(it)}
             for it in sorted(items, key=lambda it: it.recording_id)
         ],
         "assigned": [it.recording_id for it in mine],

@@ -104,6 +104,22 @@ class ShardOptions:
     )
     atlas_background: float = option(0.0, help="atlas value that is not a parcel", group=VOLUMES)
     tr: float | None = option(None, help="override the fMRI repetition time (s)", group=VOLUMES)
+    surface_atlas: list[str] = option(
+        factory=list,
+        help="surface fMRI (.func.gii, surface .mgz/.mgh): the parcellation, one file per hemisphere "
+        "(FreeSurfer .annot, .label.gii or per-vertex .npy; lh./rh. or hemi-L/hemi-R in the names, "
+        "else left then right), or one path with {hemi} (lh/rh or L/R); --atlas-background is not a parcel",
+        metavar="FILE",
+        group=VOLUMES,
+    )
+    surface_mesh: list[str] = option(
+        factory=list,
+        help="surface fMRI parcel positions: fsaverage5 (shipped by nilearn; the default for 10242 "
+        "vertices), an fsaverage name found in $SUBJECTS_DIR/$FREESURFER_HOME, or the surface files "
+        "(lh.pial rh.pial, *.surf.gii, or one path with {hemi})",
+        metavar="MESH",
+        group=VOLUMES,
+    )
     fmri_normalize: Literal["zscore", "psc", "none"] = option(
         "zscore",
         help="each fMRI time series: z-score, percent signal change (psc), or as recorded",
@@ -134,6 +150,12 @@ class ShardOptions:
         group=DATASET,
     )
     split_seed: int = option(0, help="seed of the subject split", group=DATASET)
+    split_by: Literal["subject", "stimulus"] = option(
+        "subject",
+        help="split by subject, or by stimulus image (with --stimuli: every repeat of an image in "
+        "one split, every recording in every split; see sharding/stimulus_splits.py)",
+        group=DATASET,
+    )
     shard_size_mb: float = option(256.0, help="target shard size (MB)", group=DATASET)
     on_error: OnError = option(
         "fail",
@@ -143,11 +165,13 @@ class ShardOptions:
     workers: int = option(1, help="recordings processed in parallel", group=DATASET)
 
     # Fields that do not change what a recording's shards contain.
-    _NOT_IN_FINGERPRINT = ("stats", "split_ratios", "split_seed", "on_error", "workers")
+    _NOT_IN_FINGERPRINT = ("stats", "split_ratios", "split_seed", "split_by", "on_error", "workers")
 
     def __post_init__(self) -> None:
         self.notch = [float(f) for f in self.notch]
         self.channel_types = list(self.channel_types)
+        self.surface_atlas = [str(p) for p in self.surface_atlas]
+        self.surface_mesh = [str(p) for p in self.surface_mesh]
         if self.stimuli is not None:
             self.stimuli = str(self.stimuli)
         self.volume_shape = tuple(int(v) for v in self.volume_shape)  # type: ignore[assignment]
@@ -176,7 +200,14 @@ class ShardOptions:
                 "split_ratios: the train ratio must be > 0",
             ),
             (self.workers >= 1, "workers must be >= 1"),
+            (self.split_by in ("subject", "stimulus"), "split_by must be subject or stimulus"),
+            (
+                self.split_by != "stimulus" or self.stimuli is not None,
+                "split_by stimulus needs --stimuli DIR (the images it splits)",
+            ),
             (self.voxel_size > 0, "voxel_size must be > 0"),
+            (len(self.surface_atlas) <= 2, "surface_atlas: one file per hemisphere, two at most"),
+            (len(self.surface_mesh) <= 2, "surface_mesh: one name, or one file per hemisphere"),
             (
                 self.stimuli is None or Path(self.stimuli).expanduser().is_dir(),
                 f"stimuli: {self.stimuli} is not a folder",
@@ -200,8 +231,8 @@ class ShardOptions:
     def fingerprint(self) -> str:
         """sha256 of the options that change shard contents (used to decide what to redo on resume)."""
         d = {k: v for k, v in self.to_dict().items() if k not in self._NOT_IN_FINGERPRINT}
-        for later in ("stimuli", "assume_unit"):  # options added later: unset, they leave earlier
-            if d[later] is None:  # fingerprints as they were
+        for later in ("stimuli", "assume_unit", "surface_atlas", "surface_mesh"):  # options added later:
+            if d[later] in (None, []):  # unset, they leave earlier fingerprints as they were
                 del d[later]
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 

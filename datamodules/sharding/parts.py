@@ -34,8 +34,17 @@ def read_json(path: Path) -> dict[str, Any] | None:
 
 
 def fingerprint(item: SourceItem, opts: ShardOptions) -> dict[str, Any]:
-    """What a recording's shards depend on: options, source path, its files' size and mtime."""
-    return {"options": opts.fingerprint(), "source": str(item.path), "files": source_fingerprint(item.path)}
+    """What a recording's shards depend on: options, source path, its files' size and mtime
+    (every hemisphere's file of a surface run, not only the first)."""
+    return {"options": opts.fingerprint(), "source": str(item.path), "files": item_files(item)}
+
+
+def item_files(item: SourceItem) -> dict[str, Any]:
+    """Size and mtime of each file the item is read from (`source_fingerprint` of each)."""
+    files = source_fingerprint(item.path)
+    for _, path in item.hemispheres:
+        files.update(source_fingerprint(path))
+    return files
 
 
 def shards_present(out: Path, part: dict[str, Any]) -> bool:

@@ -29,7 +29,9 @@ SIGNAL_FORMATS: dict[str, str] = {
     ".set": "eeglab",
     ".nwb": "nwb",
 }
-VOLUME_FORMATS: dict[str, str] = {".nii": "nifti", ".nii.gz": "nifti", ".mgz": "mgz"}
+VOLUME_FORMATS: dict[str, str] = {".nii": "nifti", ".nii.gz": "nifti", ".mgz": "mgz", ".mgh": "mgz"}
+# surface fMRI (and .mgz/.mgh of shape V x 1 x 1 x T)
+SURFACE_FORMATS: dict[str, str] = {".func.gii": "gifti"}
 VOLUME_MODALITIES = ("fmri", "anat")  # --modality values read through nibabel; the others through MNE
 
 # FIF files that hold something other than a continuous recording (MNE naming conventions).
@@ -56,12 +58,15 @@ class SourceItem:
     dataset: str
     bids_root: Path | None = None  # set when the file lives in a BIDS dataset
     bids_datatype: str | None = None  # "eeg" | "meg" | "ieeg" | "func" | "anat"
+    # a surface fMRI run: (hemisphere, file) pairs, ("left", lh file) then ("right", rh file), one
+    # sample (readers/fmri_surface); hemisphere "" when the name does not say it. Empty otherwise.
+    hemispheres: tuple[tuple[str, Path], ...] = ()
 
 
 def file_format(path: Path) -> str | None:
     """Format name from the file extension, or None when unsupported."""
     name = path.name.lower()
-    for table in (SIGNAL_FORMATS, VOLUME_FORMATS):
+    for table in (SIGNAL_FORMATS, VOLUME_FORMATS, SURFACE_FORMATS):
         for ext in sorted(table, key=len, reverse=True):
             if name.endswith(ext):
                 return table[ext]
@@ -86,9 +91,13 @@ def discover(sources: list[str | Path], options: ShardOptions) -> list[SourceIte
             items += _folder_items(path, forced)
         else:
             if file_format(path) is None:
-                supported = ", ".join(sorted(set(SIGNAL_FORMATS) | set(VOLUME_FORMATS)))
+                formats = set(SIGNAL_FORMATS) | set(VOLUME_FORMATS) | set(SURFACE_FORMATS)
+                supported = ", ".join(sorted(formats))
                 raise ShardError(str(path), f"unsupported file type; supported: {supported}")
             items.append(_make_item(path, path.parent, path.parent.name, None, None, forced))
+    from neurotrain.datamodules.sharding.readers.fmri_surface import pair_hemispheres
+
+    items = pair_hemispheres(items)  # the lh and rh files of a surface run: one item
     return _unique_ids(sorted(items, key=lambda it: (it.recording_id, str(it.path))))
 
 
@@ -123,7 +132,11 @@ def _bids_items(root: Path, forced: str | None) -> list[SourceItem]:
         if _in_derivatives(fpath, root):
             continue
         items.append(_make_item(fpath, root, name, root, bp.datatype, forced))
-    for pattern, datatype in (("func/*_bold.nii*", "func"), ("anat/*_T1w.nii*", "anat")):
+    for pattern, datatype in (
+        ("func/*_bold.nii*", "func"),
+        ("func/*_bold.func.gii", "func"),
+        ("anat/*_T1w.nii*", "anat"),
+    ):
         for fpath in sorted(root.glob(f"sub-*/{pattern}")) + sorted(root.glob(f"sub-*/ses-*/{pattern}")):
             items.append(_make_item(fpath, root, name, root, datatype, forced))
     return items
@@ -149,12 +162,17 @@ def _make_item(
     datatype: str | None,
     forced: str | None = None,
 ) -> SourceItem:
+    from neurotrain.datamodules.sharding.readers.fmri_surface import is_surface_overlay
+    from neurotrain.datamodules.sharding.readers.surface_inputs import hemisphere_of, without_hemisphere
+
     fmt = file_format(fpath) or "unknown"
     rel = fpath.relative_to(root).as_posix() if fpath.is_relative_to(root) else fpath.name
     ents = {k: (m.group(1) if (m := rx.search(rel)) else None) for k, rx in _ENTITY.items()}
     stem = _strip_ext(fpath.name)
-    kind = "signal"
-    if fmt in ("nifti", "mgz"):  # a forced modality wins; the reader refuses an image of the wrong shape
+    kind, hemispheres = "signal", ()
+    if fmt == "gifti" or (fmt == "mgz" and is_surface_overlay(fpath)):
+        kind, hemispheres, stem = "fmri", ((hemisphere_of(fpath.name), fpath),), without_hemisphere(stem)
+    elif fmt in ("nifti", "mgz"):  # a forced modality wins; the reader refuses an image of the wrong shape
         kind = forced or {"func": "fmri", "anat": "anat"}.get(datatype or "", "") or volume_kind(fpath)
     return SourceItem(
         path=fpath,
@@ -169,6 +187,7 @@ def _make_item(
         dataset=dataset,
         bids_root=bids_root,
         bids_datatype=datatype,
+        hemispheres=hemispheres,
     )
 
 
@@ -187,7 +206,7 @@ def _unique_ids(items: list[SourceItem]) -> list[SourceItem]:
 
 
 def _strip_ext(name: str) -> str:
-    for ext in (".nii.gz", ".fif.gz"):
+    for ext in (".nii.gz", ".fif.gz", ".func.gii"):
         if name.lower().endswith(ext):
             return name[: -len(ext)]
     return name.rsplit(".", 1)[0]

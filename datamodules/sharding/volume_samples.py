@@ -14,13 +14,14 @@ from neurotrain.datamodules.sharding import statistics as stats
 from neurotrain.datamodules.sharding.encoding import RecordingOutput, encode_npy, recording_ids
 from neurotrain.datamodules.sharding.options import ShardError, ShardOptions
 from neurotrain.datamodules.sharding.readers.anat import read_anat
+from neurotrain.datamodules.sharding.readers.fmri_surface import read_surface_fmri
 from neurotrain.datamodules.sharding.readers.volumes import read_fmri
 from neurotrain.datamodules.sharding.sources import SourceItem
 
 
 def fmri_samples(item: SourceItem, options: ShardOptions) -> RecordingOutput:
     """The run's parcel series as one sample (``signal.npy`` [parcels, TRs]); ``ShardError`` names the file."""
-    ps = read_fmri(item, options)
+    ps = read_surface_fmri(item, options) if item.hemispheres else read_fmri(item, options)
     bad = ~np.isfinite(ps.data)
     if bad.any():
         if options.nonfinite == "fail":
@@ -75,6 +76,8 @@ def fmri_samples(item: SourceItem, options: ShardOptions) -> RecordingOutput:
         "n_positions": len(ps.names),
         "event_counts": {},
     }
+    if ps.preprocessing.get("warnings"):  # a surface run with one hemisphere says so
+        summary["warnings"] = list(ps.preprocessing["warnings"])
     return RecordingOutput(iter([sample]), summary, acc)
 
 
