@@ -48,6 +48,7 @@ iteration starts at that batch (``loader.ShardLoader``). Every rank gets
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any, Literal
 
@@ -150,7 +151,9 @@ class ShardDataModule(pl.LightningDataModule):
         shuffle_buffer: windows permuted together in training (also the unit dealt to workers).
         seed: fixes shuffling and crops; epoch ``e`` uses ``(seed, e)``.
         train_split, val_split, test_split, predict_split: manifest split names per stage
-            (``"all"``: every shard, whatever its split).
+            (``"all"``: every shard, whatever its split). Datasets sharded with ``--split-by
+            stimulus`` put every shard in every stage; each stage then keeps only the epochs
+            whose stimulus image is in its split (``manifest.splits.stimuli``).
         selection: per stage, keep only some subjects or events of its split (evaluation folds;
             see ``datamodules/loading/selection.py``); the mapping or the path of a JSON file.
         verify: check each shard's sha256 against the manifest at setup.
@@ -331,6 +334,32 @@ class ShardDataModule(pl.LightningDataModule):
             ]
         return sorted(out, key=lambda e: e["event"])
 
+    def epoch_stimuli(self, stage: Stage) -> dict[str, str]:
+        """``{sample_id: stim_file}`` for the epochs of ``stage`` whose event has a stimulus image.
+
+        Keys are the batch's ``sample_id`` (``"<sample key>@<start>:<class>"``), values the image's
+        name relative to the shard's ``--stimuli`` folder: which image each epoch showed, so that
+        repeated presentations can be grouped (brain–image retrieval).
+        """
+        if self.hparams.mode != "epochs":
+            raise ValueError("epoch_stimuli needs mode='epochs' (stimuli pair with event epochs)")
+        if stage not in self._segments:
+            self.setup({"train": "fit", "val": "validate"}.get(stage, stage))
+        spec, label_map = self._spec(), self.label_map or {}
+        out: dict[str, str] = {}
+        for seg in self._segments[stage]:
+            if seg.kind != "signal":
+                continue
+            sfreq = self.sfreq or float(seg.meta["sfreq"])
+            for ev in seg.events:
+                label = ev.get("label")
+                if ev.get("stim_file") is None or label not in label_map or ev.get("selected") is False:
+                    continue
+                start = int(round((float(ev["onset"]) + spec.tmin) * sfreq))
+                cls = int(ev.get("class", label_map[label]))
+                out.setdefault(f"{seg.key}@{start}:{cls}", str(ev["stim_file"]))
+        return out
+
     def rejected_epochs(self, split: str = "all") -> dict[str, int]:
         """How many epochs of ``split`` that would otherwise be cut are left out, per reason.
 
@@ -394,7 +423,7 @@ class ShardDataModule(pl.LightningDataModule):
         segments: list[Segment] = []
         for d, (location, manifest) in enumerate(zip(self._locations, self.manifests, strict=True)):
             for entry in manifest["shards"]:
-                if split != "all" and entry.get("split") != split:
+                if split != "all" and entry.get("split") not in (split, "all"):  # "all": stimulus split
                     continue
                 try:
                     path = location.shard_path(entry)  # a remote shard: staged and sha256-checked
@@ -406,7 +435,30 @@ class ShardDataModule(pl.LightningDataModule):
                     self.skipped["shards"].append(entry["name"])
                     self.skipped["samples"] += int(entry.get("samples") or 0)
                     log.warning("%s; skipped (%d samples skipped in total)", err, self.skipped["samples"])
-        return segments
+        return self._stimulus_split(segments, split)
+
+    def _stimulus_split(self, segments: list[Segment], split: str) -> list[Segment]:
+        """Datasets sharded with ``--split-by stimulus``: each segment's events whose stimulus
+        (``stim_file``) is not in ``split`` are marked ``"selected": False`` (no epoch is cut
+        around them, they still count as next stimuli), so a stage never sees another split's
+        images. Events without an image (annotations) are left as they are."""
+        if split == "all":
+            return segments
+        out = []
+        for seg in segments:
+            splits = self.manifests[seg.dataset].get("splits") or {}
+            if splits.get("by") != "stimulus":
+                out.append(seg)
+                continue
+            of = splits.get("stimuli") or {}
+            events = [
+                ev
+                if ("stim_file" not in ev and "image" not in ev) or of.get(str(ev.get("stim_file"))) == split
+                else {**ev, "selected": False}
+                for ev in seg.events
+            ]
+            out.append(dataclasses.replace(seg, events=events))
+        return out
 
     def _finish_setup(self) -> None:
         every = [s for segs in self._segments.values() for s in segs]

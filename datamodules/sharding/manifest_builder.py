@@ -16,6 +16,7 @@ from neurotrain.datamodules.sharding import statistics as stats
 from neurotrain.datamodules.sharding.options import ShardOptions
 from neurotrain.datamodules.sharding.samples import is_annotation
 from neurotrain.datamodules.sharding.splits import SPLITS, assign_splits
+from neurotrain.datamodules.sharding.stimulus_splits import ALL, manifest_splits
 
 _VERSIONED = ("neurotrain", "mne", "mne-bids", "nibabel", "numpy", "webdataset", "scipy")
 
@@ -33,9 +34,13 @@ def build_manifest(
     a merge of ``--part`` jobs passes the versions the jobs recorded).
     """
     parts = sorted(parts, key=lambda p: p["summary"]["recording"])
-    split_of = assign_splits(
-        [p["summary"]["subject"] for p in parts], options.split_ratios, options.split_seed
-    )
+    by_stimulus = options.split_by == "stimulus"
+    if by_stimulus:  # every recording in every stage; the loader splits the epochs by image
+        split_of = dict.fromkeys((p["summary"]["subject"] for p in parts), ALL)
+    else:
+        split_of = assign_splits(
+            [p["summary"]["subject"] for p in parts], options.split_ratios, options.split_seed
+        )
     shards, recordings, subjects = [], [], {}
     channel_sets: dict[tuple, dict[str, Any]] = {}
     labels: Counter[str] = Counter()
@@ -65,7 +70,7 @@ def build_manifest(
         )
         for e in p["shards"]:
             shards.append({**e, "recording": s["recording"], "subject": s["subject"], "split": split})
-    train = [p["accumulators"] for p in parts if split_of[p["summary"]["subject"]] == "train"]
+    train = [p["accumulators"] for p in parts if split_of[p["summary"]["subject"]] in ("train", ALL)]
     n_samples = sum(e["samples"] for e in shards)
     return {
         "schema_version": SCHEMA_VERSION,
@@ -76,13 +81,19 @@ def build_manifest(
         "shards": shards,
         "recordings": recordings,
         "subjects": dict(sorted(subjects.items())),
-        "splits": {
+        "splits": manifest_splits(options.stimuli, options.split_ratios, options.split_seed)
+        if by_stimulus
+        else {
             "seed": options.split_seed,
             "ratios": dict(zip(SPLITS, options.split_ratios, strict=True)),
             **{sp: sorted(s for s, v in split_of.items() if v == sp) for sp in SPLITS},
         },
         "channel_sets": list(channel_sets.values()),
-        "statistics": {"split": "train", "method": options.stats, "per_type": stats.merge(train)},
+        "statistics": {
+            "split": ALL if by_stimulus else "train",
+            "method": options.stats,
+            "per_type": stats.merge(train),
+        },
         "labels": {"names": sorted(labels), "counts": dict(sorted(labels.items()))},
         "annotations": {"names": sorted(annotations), "counts": dict(sorted(annotations.items()))},
         "skipped": sorted(skipped, key=lambda d: d["source"]),

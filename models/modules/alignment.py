@@ -11,6 +11,7 @@ both views of the same windows; ``AlignmentModule(pair="signal")`` trains one en
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from neurotrain.models.image_encoder import ImageEncoder
@@ -26,7 +27,9 @@ class AlignmentModule(EncoderModule):
     ``pair="image"``: a timm image encoder (``image_model``, local ``image_weights``) on
     ``batch["image"]``. ``pair="signal"``: a second signal encoder (``pair_encoder``, default the
     same config) on the batch keys prefixed ``pair_prefix``. ``freeze_pair`` keeps the second
-    encoder fixed (e.g. pretrained image weights). Validation logs top-k retrieval accuracy over
+    encoder fixed (e.g. pretrained image weights). ``mse_weight`` > 0 adds that weight times the squared
+    distance of the signal's embedding to its image's (target detached), as MindEye2 adds an MSE
+    to the contrastive loss. Validation logs top-k retrieval accuracy over
     the whole validation set in both directions (signal->pair ``a2b``, pair->signal ``b2a``).
     """
 
@@ -43,6 +46,7 @@ class AlignmentModule(EncoderModule):
         embed_dim: int = 128,
         temperature: float = 0.07,
         retrieval_k: list[int] | None = None,
+        mse_weight: float = 0.0,
         optimizer: OptimizerConfig | None = None,
         init_from: str | None = None,
     ) -> None:
@@ -51,6 +55,9 @@ class AlignmentModule(EncoderModule):
             args["pair_encoder"] = args["encoder"]
         super().__init__(args["encoder"], args["optimizer"], init_from)
         self.save_config()
+        if image_size is None:  # unset: leave the key to the data's image_size (Lightning merges both)
+            self.hparams.pop("image_size", None)
+            self._hparams_initial.pop("image_size", None)  # what Lightning's logger merge reads
         if pair == "image":
             self.pair_encoder = ImageEncoder(image_model, image_weights, image_size)
         elif pair == "signal":
@@ -64,6 +71,9 @@ class AlignmentModule(EncoderModule):
         self.pair_prefix = pair_prefix
         self.freeze_pair = freeze_pair
         self.retrieval_k = list(retrieval_k or [1, 5])
+        if mse_weight < 0:
+            raise ValueError(f"mse_weight must be >= 0, got {mse_weight}")
+        self.mse_weight = float(mse_weight)
         self.alignment = ContrastiveAlignment(self.encoder.dim, self.pair_encoder.dim, embed_dim, temperature)
         self._embeddings: dict[str, list[tuple[Tensor, Tensor]]] = {}  # stage -> (z_a, z_b) per batch
 
@@ -77,7 +87,11 @@ class AlignmentModule(EncoderModule):
         pooled_a = self.encoder(batch).pooled  # [B, Da]
         pooled_b = self.pair_encoder(self.pair_batch(batch)).pooled  # [B, Db]
         loss, z_a, z_b = self.alignment(pooled_a, pooled_b)
-        return {"loss": loss, "z_a": z_a, "z_b": z_b}
+        out = {"loss": loss, "z_a": z_a, "z_b": z_b}
+        if self.mse_weight > 0:  # MindEye2-like: pull the brain embedding onto the image's
+            mse = F.mse_loss(z_a, z_b.detach(), reduction="none").sum(-1).mean()
+            out.update(loss=loss + self.mse_weight * mse, mse=mse.detach(), nce=loss.detach())
+        return out
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         """The signal's unit-norm embedding in the shared space [B, E] (for retrieval)."""

@@ -61,6 +61,9 @@ from neurotrain.train.evaluation.intervals import control_lines, interval_lines,
 from neurotrain.train.evaluation.moabb_rows import rows as moabb_rows
 from neurotrain.train.evaluation.moabb_rows import subject_sessions, to_csv
 from neurotrain.train.evaluation.pretraining import fold_scope, pretraining_scope, scope_line
+from neurotrain.train.evaluation.retrieval import PROTOCOL as RETRIEVAL
+from neurotrain.train.evaluation.retrieval import add_retrieval_arguments
+from neurotrain.train.evaluation.retrieval import run_from_args as run_retrieval
 from neurotrain.train.evaluation.scores import last_scores, print_scores
 from neurotrain.train.evaluation.statistics import (
     FoldPredictions,
@@ -776,7 +779,7 @@ def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
         description="Extra arguments after the options (e.g. --trainer.max_epochs=3) go to every fit.",
     )
     p.add_argument("--config", required=True, help="fine-tune config (LightningCLI YAML, data.mode: epochs)")
-    p.add_argument("--protocol", required=True, choices=PROTOCOLS)
+    p.add_argument("--protocol", required=True, choices=(*PROTOCOLS, RETRIEVAL))
     p.add_argument(
         "--seeds", type=int, nargs="+", default=[0], help="training seeds (each re-runs every fold)"
     )
@@ -823,11 +826,14 @@ def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
         help="also run the config on per-subject re-centred input (Euclidean alignment, data.recenter)",
     )
     p.add_argument("--out", default="evaluate", help="output folder (default ./evaluate)")
+    add_retrieval_arguments(p)
     p.add_argument("--wandb_project", default="neurotrain")
     p.set_defaults(handler=_run, accepts_extra=True)
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.protocol == RETRIEVAL:  # brain-image retrieval on held-out images (retrieval.py)
+        return run_retrieval(args)
     try:
         evaluate(
             args.config,
