@@ -103,8 +103,13 @@ def write_paired_dataset(
     image_size: int = 64,
     image_model: str = "resnet18",
     seed: int = 0,
+    features_fn=None,
 ) -> PairedDataset:
-    """Write ``root/bids`` (one run per subject), ``root/stimuli`` (PNGs + ``weights.safetensors``)."""
+    """Write ``root/bids`` (one run per subject), ``root/stimuli`` (PNGs + ``weights.safetensors``).
+
+    ``features_fn(stimuli, names, weights) -> [N, F]``: generate the responses from these features
+    instead (e.g. one layer of the saved network as an extractor computes it), to know which
+    feature space an encoding or RSA analysis should find."""
     import mne
     import mne_bids
     from PIL import Image
@@ -117,6 +122,8 @@ def write_paired_dataset(
         Image.fromarray(img).save(stimuli / f"{name}.png")
     weights = root / "weights.safetensors"  # outside the stimuli folder: not an image
     feats = image_features(stimuli, names, image_model, image_size, weights, seed)
+    if features_fn is not None:
+        feats = np.asarray(features_fn(stimuli, names, weights), dtype=np.float64)
 
     rng = np.random.default_rng(seed)
     z = (feats - feats.mean(0)) / feats.std()  # [N, F]: centred, one scale (features keep their weight)

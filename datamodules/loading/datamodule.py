@@ -68,7 +68,7 @@ from neurotrain.datamodules.loading.remote import resolve
 from neurotrain.datamodules.loading.resample import rate_ratio
 from neurotrain.datamodules.loading.selection import apply_rule, event_id, load_selection
 from neurotrain.datamodules.loading.streaming import ShardStream
-from neurotrain.datamodules.loading.tar_index import CorruptShardError, Segment, index_shard
+from neurotrain.datamodules.loading.tar_index import CorruptShardError, Segment, SegmentReader, index_shard
 from neurotrain.datamodules.loading.windows import (
     REJECT_REASONS,
     WindowSpec,
@@ -358,6 +358,23 @@ class ShardDataModule(pl.LightningDataModule):
                 start = int(round((float(ev["onset"]) + spec.tmin) * sfreq))
                 cls = int(ev.get("class", label_map[label]))
                 out.setdefault(f"{seg.key}@{start}:{cls}", str(ev["stim_file"]))
+        return out
+
+    def stimulus_images(self, stage: Stage) -> dict[str, bytes]:
+        """``{stim_file: encoded image bytes}`` of every stimulus image the epochs of ``stage`` show
+        (as stored in the shards by ``neurotrain shard --stimuli``: PNG/JPEG, undecoded), so
+        image models can read them with their own preprocessing (encoding models, RSA)."""
+        if stage not in self._segments:
+            self.setup({"train": "fit", "val": "validate"}.get(stage, stage))
+        reader = SegmentReader()
+        out: dict[str, bytes] = {}
+        for seg in self._segments[stage]:
+            for ev in seg.events:
+                name, member = ev.get("stim_file"), ev.get("image")
+                if name is None or member is None or name in out or member not in (seg.images or {}):
+                    continue
+                offset, nbytes = seg.images[member]
+                out[str(name)] = reader.read_bytes(seg, offset, nbytes)
         return out
 
     def rejected_epochs(self, split: str = "all") -> dict[str, int]:

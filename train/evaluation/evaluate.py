@@ -47,7 +47,9 @@ from jsonargparse import Namespace
 
 from neurotrain.datamodules.io.files import atomic_write_json, atomic_write_text, sha256_file
 from neurotrain.models.metric_names import CLASSIFICATION_METRICS as METRICS
+from neurotrain.train.evaluation import encoding_protocol, rsa_protocol
 from neurotrain.train.evaluation.baselines import BASELINES, TITLES
+from neurotrain.train.evaluation.brain_image_inputs import add_brain_image_arguments
 from neurotrain.train.evaluation.controls import (
     CONTROLS,
     control_verdict,
@@ -779,7 +781,11 @@ def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
         description="Extra arguments after the options (e.g. --trainer.max_epochs=3) go to every fit.",
     )
     p.add_argument("--config", required=True, help="fine-tune config (LightningCLI YAML, data.mode: epochs)")
-    p.add_argument("--protocol", required=True, choices=(*PROTOCOLS, RETRIEVAL))
+    p.add_argument(
+        "--protocol",
+        required=True,
+        choices=(*PROTOCOLS, RETRIEVAL, encoding_protocol.PROTOCOL, rsa_protocol.PROTOCOL),
+    )
     p.add_argument(
         "--seeds", type=int, nargs="+", default=[0], help="training seeds (each re-runs every fold)"
     )
@@ -827,6 +833,7 @@ def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", default="evaluate", help="output folder (default ./evaluate)")
     add_retrieval_arguments(p)
+    add_brain_image_arguments(p)
     p.add_argument("--wandb_project", default="neurotrain")
     p.set_defaults(handler=_run, accepts_extra=True)
 
@@ -834,6 +841,10 @@ def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     if args.protocol == RETRIEVAL:  # brain-image retrieval on held-out images (retrieval.py)
         return run_retrieval(args)
+    if args.protocol == encoding_protocol.PROTOCOL:  # image features -> responses (encoding_protocol.py)
+        return encoding_protocol.run_from_args(args)
+    if args.protocol == rsa_protocol.PROTOCOL:  # layer x time RDM comparison (rsa_protocol.py)
+        return rsa_protocol.run_from_args(args)
     try:
         evaluate(
             args.config,
