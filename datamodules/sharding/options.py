@@ -21,6 +21,8 @@ FlatPolicy = Literal["mark", "drop", "fail"]
 
 SIGNALS = "signals (EEG/MEG/iEEG)"
 VOLUMES = "fMRI and structural MRI"
+# The six rigid-body motion parameters as fMRIPrep names them: the default nuisance regressors.
+MOTION_CONFOUNDS = ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")
 DATASET = "dataset"
 OPTION_GROUPS = (SIGNALS, VOLUMES, DATASET)  # the sections of ``neurotrain shard --help``, in order
 
@@ -120,6 +122,26 @@ class ShardOptions:
         metavar="MESH",
         group=VOLUMES,
     )
+    confounds: str | None = option(
+        None,
+        help="fMRI nuisance regressors for every run: a TSV with a header (columns chosen by "
+        "--confounds-columns) or a plain numeric text file, one row per volume; without it a BIDS "
+        "*_desc-confounds_timeseries.tsv beside a run is used",
+        metavar="FILE",
+        group=VOLUMES,
+    )
+    confounds_columns: list[str] = option(
+        factory=lambda: list(MOTION_CONFOUNDS),
+        help="confound TSV columns regressed out of fMRI parcel series (those present; "
+        "'<name>_derivative1' columns of these are added when present)",
+        metavar="NAME",
+        group=VOLUMES,
+    )
+    detrend: Literal["none", "linear"] = option(
+        "none", help="fMRI: remove a linear trend from each parcel series (nilearn)", group=VOLUMES
+    )
+    high_pass: float | None = option(None, help="fMRI high-pass cutoff (Hz), e.g. 0.008", group=VOLUMES)
+    low_pass: float | None = option(None, help="fMRI low-pass cutoff (Hz)", group=VOLUMES)
     fmri_normalize: Literal["zscore", "psc", "none"] = option(
         "zscore",
         help="each fMRI time series: z-score, percent signal change (psc), or as recorded",
@@ -172,6 +194,9 @@ class ShardOptions:
         self.channel_types = list(self.channel_types)
         self.surface_atlas = [str(p) for p in self.surface_atlas]
         self.surface_mesh = [str(p) for p in self.surface_mesh]
+        self.confounds_columns = [str(c) for c in self.confounds_columns]
+        if self.confounds is not None:
+            self.confounds = str(self.confounds)
         if self.stimuli is not None:
             self.stimuli = str(self.stimuli)
         self.volume_shape = tuple(int(v) for v in self.volume_shape)  # type: ignore[assignment]
@@ -206,6 +231,12 @@ class ShardOptions:
                 "split_by stimulus needs --stimuli DIR (the images it splits)",
             ),
             (self.voxel_size > 0, "voxel_size must be > 0"),
+            (self.high_pass is None or self.high_pass > 0, "high_pass must be > 0 Hz"),
+            (self.low_pass is None or self.low_pass > 0, "low_pass must be > 0 Hz"),
+            (
+                self.high_pass is None or self.low_pass is None or self.high_pass < self.low_pass,
+                "high_pass must be < low_pass",
+            ),
             (len(self.surface_atlas) <= 2, "surface_atlas: one file per hemisphere, two at most"),
             (len(self.surface_mesh) <= 2, "surface_mesh: one name, or one file per hemisphere"),
             (
@@ -231,8 +262,16 @@ class ShardOptions:
     def fingerprint(self) -> str:
         """sha256 of the options that change shard contents (used to decide what to redo on resume)."""
         d = {k: v for k, v in self.to_dict().items() if k not in self._NOT_IN_FINGERPRINT}
-        for later in ("stimuli", "assume_unit", "surface_atlas", "surface_mesh"):  # options added later:
-            if d[later] in (None, []):  # unset, they leave earlier fingerprints as they were
+        for later in ("stimuli", "assume_unit", "surface_atlas", "surface_mesh", "confounds"):
+            if d[later] in (None, []):  # options added later: unset, they leave earlier
+                del d[later]  # fingerprints as they were
+        for later, default in (
+            ("confounds_columns", list(MOTION_CONFOUNDS)),
+            ("detrend", "none"),
+            ("high_pass", None),
+            ("low_pass", None),
+        ):
+            if d[later] == default:
                 del d[later]
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 

@@ -1,11 +1,13 @@
 """fMRI runs and structural images as shard samples: one sample per run or volume.
 
 An fMRI run becomes parcel series ``signal.npy`` [parcels, TRs] (the signal layout, ``sfreq`` =
-1/TR, parcel centroids as positions); a T1 becomes ``volume.npy`` [D, H, W] on the RAS grid.
+1/TR, parcel centroids as positions) with its BIDS ``events.tsv`` as ``events.json``; a T1 becomes ``volume.npy`` [D, H, W] on the RAS grid.
 Non-finite parcel values follow ``--nonfinite`` like signals.
 """
 
 from __future__ import annotations
+
+from collections import Counter
 
 import numpy as np
 
@@ -14,6 +16,7 @@ from neurotrain.datamodules.sharding import statistics as stats
 from neurotrain.datamodules.sharding.encoding import RecordingOutput, encode_npy, recording_ids
 from neurotrain.datamodules.sharding.options import ShardError, ShardOptions
 from neurotrain.datamodules.sharding.readers.anat import read_anat
+from neurotrain.datamodules.sharding.readers.fmri_events import run_events
 from neurotrain.datamodules.sharding.readers.fmri_surface import read_surface_fmri
 from neurotrain.datamodules.sharding.readers.volumes import read_fmri
 from neurotrain.datamodules.sharding.sources import SourceItem
@@ -30,6 +33,7 @@ def fmri_samples(item: SourceItem, options: ShardOptions) -> RecordingOutput:
             )
         ps.data[bad] = 0.0
     types = ["bold"] * len(ps.names)
+    events = run_events(item.path, ps.data.shape[1] * ps.tr)  # BIDS events.tsv: blocks, trials
     acc = stats.accumulate(ps.data, types, np.zeros(len(types), dtype=bool))
     meta = {
         **recording_ids(item),
@@ -56,7 +60,7 @@ def fmri_samples(item: SourceItem, options: ShardOptions) -> RecordingOutput:
         "__key__": f"{item.recording_id}_seg00000",
         "signal.npy": encode_npy(ps.data.astype(options.dtype)),
         "meta.json": dumps_json(meta).encode(),
-        "events.json": dumps_json([]).encode(),
+        "events.json": dumps_json(events).encode(),
     }
     summary = {
         **recording_ids(item),
@@ -74,9 +78,9 @@ def fmri_samples(item: SourceItem, options: ShardOptions) -> RecordingOutput:
         "zeroed_values": int(bad.sum()),
         "position_source": "atlas",
         "n_positions": len(ps.names),
-        "event_counts": {},
+        "event_counts": dict(sorted(Counter(e["label"] for e in events).items())),
     }
-    if ps.preprocessing.get("warnings"):  # a surface run with one hemisphere says so
+    if ps.preprocessing.get("warnings"):  # e.g. a resampled atlas, a TR disagreement, one hemisphere
         summary["warnings"] = list(ps.preprocessing["warnings"])
     return RecordingOutput(iter([sample]), summary, acc)
 

@@ -1,10 +1,10 @@
-"""Read fMRI runs through nibabel, and the checks every volume reader shares.
+"""Read volume fMRI runs (nibabel + nilearn), and the checks every volume reader shares.
 
-fMRI becomes parcel-mean time series ``[parcels, time]`` over a label atlas, with each
-parcel's centroid (world coordinates of the atlas, in metres) as its position, so parcels
-enter the same channel-agnostic batch layout as sensors. A structural T1 is reoriented to RAS,
-resampled to an isotropic grid, cropped or padded to a fixed shape around its foreground and
-z-scored over the foreground, so volumes of different scanners stack into one batch.
+fMRI becomes parcel-mean time series ``[parcels, time]`` over a label atlas, parcellated and
+cleaned by nilearn's ``NiftiLabelsMasker`` (`read_fmri`: confounds, detrending, filtering,
+standardisation), with each parcel's centroid (world coordinates of the atlas, in metres) as its
+position, so parcels enter the same channel-agnostic batch layout as sensors. Structural images:
+``anat.py``; surface runs: ``fmri_surface.py``.
 
 The image's shape is checked against what it is sharded as before anything else: fMRI needs a
 4-D image (x, y, z, time) of at least two volumes, anatomy one 3-D volume — a 4-D run given as
@@ -17,6 +17,8 @@ parcellation" and instead of a decoder's message.
 from __future__ import annotations
 
 import json
+import logging
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -26,7 +28,10 @@ import numpy as np
 
 from neurotrain.datamodules.sharding.options import ShardError, ShardOptions
 from neurotrain.datamodules.sharding.readers.checks import volume_data_problem
+from neurotrain.datamodules.sharding.readers.fmri_confounds import run_confounds
 from neurotrain.datamodules.sharding.sources import SourceItem
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -42,8 +47,15 @@ class ParcelSeries:
 
 
 def read_fmri(item: SourceItem, options: ShardOptions) -> ParcelSeries:
-    """Parcel means of one 4-D run; raises ``ShardError`` when there is no atlas or no TR."""
-    from scipy import sparse
+    """Parcel series of one 4-D run through ``nilearn.maskers.NiftiLabelsMasker``.
+
+    Confounds (``--confounds`` or the BIDS ``*_desc-confounds_timeseries.tsv`` beside the run),
+    ``--detrend``, ``--high-pass``/``--low-pass`` and ``--fmri-normalize`` are nilearn's
+    ``signal.clean`` steps; an atlas on another grid is resampled to the run (nearest neighbour,
+    ``resampling_target="data"``) with a warning. Positions are the present centroid code
+    (label-voxel mean through the atlas affine, metres). ``ShardError`` names the file.
+    """
+    from nilearn.maskers import NiftiLabelsMasker
 
     img = _load(item.path)
     _check_fmri_shape(item.path, img.shape)
@@ -55,40 +67,80 @@ def read_fmri(item: SourceItem, options: ShardOptions) -> ParcelSeries:
             "fMRI needs a parcellation: pass --atlas LABELS.nii.gz (a label image; 0 = background, "
             "or set --atlas-background) to shard parcel-mean time series",
         )
-    tr = _repetition_time(item.path, img, options)
+    notes: list[str] = []
+    tr = _repetition_time(item.path, img, options, notes)
     labels, names, centroids, frame = _atlas(options.atlas, options.atlas_labels, options.atlas_background)
-    labels = _on_grid(labels, options.atlas, img)
-    flat = labels.reshape(-1)
-    present = [k for k, v in enumerate(names) if np.any(flat == v[0])]
-    if not present:
-        raise ShardError(str(item.path), f"the atlas {options.atlas} has no parcel inside this image")
-    values = np.array([names[k][0] for k in present])
-    order = {v: i for i, v in enumerate(values)}
-    rows = np.array([order.get(v, -1) for v in flat])
-    keep = rows >= 0
-    # [P, V] averaging matrix: each row holds 1/n over that parcel's voxels.
-    counts = np.bincount(rows[keep], minlength=len(values)).astype(np.float64)
-    avg = sparse.csr_matrix(
-        (1.0 / counts[rows[keep]], (rows[keep], np.nonzero(keep)[0])), shape=(len(values), flat.size)
+    atlas_img = _load(Path(options.atlas))
+    resampled = labels.shape != img.shape[:3] or not np.allclose(atlas_img.affine, img.affine, atol=1e-3)
+    if resampled:
+        msg = (
+            f"atlas {Path(options.atlas).name} is on another grid ({_shape_text(labels.shape)}) than the "
+            f"run ({_shape_text(img.shape[:3])}): resampled to the run (nearest neighbour)"
+        )
+        logger.warning("%s: %s", item.path, msg)
+        notes.append(msg)
+    found = run_confounds(item.path, int(img.shape[3]), options)
+    confounds = found.values if found is not None else None
+    confound_info = {"file": found.path.name, "columns": found.columns} if found else None
+    normalize = {"zscore": "zscore_sample", "psc": "psc", "none": False}[options.fmri_normalize]
+    masker = NiftiLabelsMasker(
+        labels_img=atlas_img,
+        background_label=options.atlas_background,
+        resampling_target="data",
+        standardize=normalize,
+        detrend=options.detrend == "linear",
+        high_pass=options.high_pass,
+        low_pass=options.low_pass,
+        t_r=tr,
+        keep_masked_labels=False,
     )
     try:
-        vox = np.asarray(img.dataobj, dtype=np.float32).reshape(flat.size, img.shape[3])  # [V, T]
-    except (OSError, ValueError, EOFError) as exc:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            series = masker.fit_transform(img, confounds=confounds)  # [T, P]
+    except (OSError, EOFError) as exc:
         raise _data_error(item.path, img, exc) from exc
-    series = np.asarray(avg @ vox, dtype=np.float32)  # [P, T]
-    series, how = _normalise_fmri(series, options.fmri_normalize)
+    except ValueError as exc:
+        raise _data_error(item.path, img, exc) from exc
+    present_values = [
+        int(v) for v in masker.region_ids_.values() if v != "background" and v != options.atlas_background
+    ]
+    index = {v[0]: k for k, v in enumerate(names)}
+    present = [index[v] for v in present_values if v in index]
+    if not present:
+        raise ShardError(str(item.path), f"the atlas {options.atlas} has no parcel inside this image")
+    series = np.asarray(series, dtype=np.float32).T[: len(present)]  # [P, T]
+    prep: dict[str, Any] = {
+        "parcellation": Path(options.atlas).name,
+        "normalisation": options.fmri_normalize,
+        "parcellation_method": "nilearn.maskers.NiftiLabelsMasker (mean)",
+        "atlas_resampled": resampled,
+        "standardize": normalize or "none",
+        "detrend": options.detrend,
+        "high_pass_hz": options.high_pass,
+        "low_pass_hz": options.low_pass,
+        "confounds": confound_info,
+        "positions": "label-voxel centroids in atlas space (m)",
+    }
+    if notes:
+        prep["warnings"] = notes
     return ParcelSeries(
         data=series,
         tr=tr,
         names=[names[k][1] for k in present],
         positions=centroids[present].astype(np.float32),
         position_frame=frame,
-        preprocessing={"parcellation": Path(options.atlas).name, "normalisation": how},
+        preprocessing=prep,
     )
 
 
 def _shape_text(shape: tuple[int, ...]) -> str:
     return " x ".join(str(int(v)) for v in shape)
+
+
+def _voxel_text(img) -> str:
+    """``"3 x 3 x 3 mm"``: the voxel size of an image's first three axes."""
+    return " x ".join(f"{float(v):g}" for v in img.header.get_zooms()[:3]) + " mm"
 
 
 def _check_fmri_shape(path: Path, shape: tuple[int, ...]) -> None:
@@ -133,22 +185,32 @@ def _load(path: Path):
         raise ShardError(str(path), f"cannot be read as a NIfTI/MGZ image: {exc}") from exc
 
 
-def _repetition_time(path: Path, img, options: ShardOptions) -> float:
+def _repetition_time(path: Path, img, options: ShardOptions, notes: list[str] | None = None) -> float:
+    """TR from ``--tr``, else the BIDS sidecar, else the header; a disagreeing header is noted."""
+    zooms = img.header.get_zooms()
+    header = float(zooms[3]) if len(zooms) > 3 else 0.0
+    unit = img.header.get_xyzt_units()[1] if hasattr(img.header, "get_xyzt_units") else "sec"
+    header = header / 1000.0 if unit == "msec" else header / 1e6 if unit == "usec" else header
     if options.tr is not None:
         return float(options.tr)
     sidecar = Path(str(path).replace(".nii.gz", ".json").replace(".nii", ".json"))
     if sidecar.exists():
         try:
-            return float(json.loads(sidecar.read_text())["RepetitionTime"])
+            tr = float(json.loads(sidecar.read_text())["RepetitionTime"])
         except (KeyError, ValueError, TypeError):
-            pass
-    zooms = img.header.get_zooms()
-    tr = float(zooms[3]) if len(zooms) > 3 else 0.0
-    unit = img.header.get_xyzt_units()[1] if hasattr(img.header, "get_xyzt_units") else "sec"
-    tr = tr / 1000.0 if unit == "msec" else tr / 1e6 if unit == "usec" else tr
-    if not tr > 0:
+            tr = 0.0
+        if tr > 0:
+            if header > 0 and abs(header - tr) > 1e-3 and notes is not None:
+                msg = (
+                    f"the header's TR {header:g} s disagrees with the sidecar RepetitionTime "
+                    f"{tr:g} s: the sidecar's is used"
+                )
+                logger.warning("%s: %s", path, msg)
+                notes.append(msg)
+            return tr
+    if not header > 0:
         raise ShardError(str(path), "the image header holds no repetition time; pass --tr SECONDS")
-    return tr
+    return header
 
 
 @lru_cache(maxsize=4)
@@ -172,20 +234,6 @@ def _atlas(atlas: str, labels_file: str | None, background: float):
         ijk = np.argwhere(lab == v).mean(axis=0)
         cents[i] = img.affine[:3, :3] @ ijk + img.affine[:3, 3]
     return lab, list(zip(values, names, strict=True)), cents / 1000.0, "atlas"
-
-
-def _on_grid(labels: np.ndarray, atlas: str, img) -> np.ndarray:
-    """The atlas labels on the fMRI voxel grid (nearest neighbour) when the grids differ."""
-    import nibabel as nib
-    from nibabel.processing import resample_from_to
-
-    atlas_img = _load(Path(atlas))
-    if labels.shape == img.shape[:3] and np.allclose(atlas_img.affine, img.affine, atol=1e-3):
-        return labels
-    lab_img = nib.Nifti1Image(labels.astype(np.int32), atlas_img.affine)
-    return np.asarray(resample_from_to(lab_img, (img.shape[:3], img.affine), order=0).dataobj).astype(
-        np.int64
-    )
 
 
 def _normalise_fmri(series: np.ndarray, how: str) -> tuple[np.ndarray, str]:
