@@ -147,6 +147,17 @@ def test_stim_file_from_bids_events_tsv_and_a_missing_one_fails_cleanly(tmp_path
     assert not list(bad.glob("*.tar")) and not (bad / "manifest.json").exists()  # nothing half-written
 
 
+def test_an_image_that_cannot_be_decoded_names_the_file_and_writes_nothing(tmp_path: Path) -> None:
+    stim = write_stimuli(tmp_path / "stimuli")
+    (stim / "green.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really a png" * 8)  # truncated
+    events = cycling_events(20.0, list(COLOURS))
+    raw = synthetic.write_fif(tmp_path / "sub-01_task-img_raw.fif", seconds=20.0, sfreq=SFREQ, events=events)
+    out = tmp_path / "shards"
+    with pytest.raises(ShardError, match=r"sub-01_task-img_raw\.fif.*stimulus .*green\.png is not a readable image"):
+        shard_dataset([raw], out, segment_seconds=20.0, split_ratios=(1.0, 0.0, 0.0), stimuli=stim)
+    assert not list(out.glob("*.tar")) and not (out / "manifest.json").exists()
+
+
 def unnormalise_mean_rgb(image: torch.Tensor) -> np.ndarray:
     """[B, 3, S, S] ImageNet-normalised -> mean colour per image [B, 3] in 0..255."""
     x = image.numpy() * IMAGENET_STD[None, :, None, None] + IMAGENET_MEAN[None, :, None, None]

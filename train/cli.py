@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     from neurotrain.train.report.compare import add_compare_parser
     from neurotrain.train.run.configs_command import add_configs_parser
     from neurotrain.train.run.export import add_export_parser
+    from neurotrain.train.simulated_paired import add_simulate_parser
     from neurotrain.train.sweeps.command import add_sweep_parser
     from neurotrain.train.tracking.sync import add_sync_parser
 
@@ -60,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_shard_parser(sub)  # a placeholder: ``main`` hands ``shard`` to its own parser
     add_inspect_parser(sub)
     add_fetch_parser(sub)
+    add_simulate_parser(sub)
     add_configs_parser(sub)
     add_export_parser(sub)
     add_compare_parser(sub)
