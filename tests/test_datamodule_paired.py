@@ -153,7 +153,9 @@ def test_an_image_that_cannot_be_decoded_names_the_file_and_writes_nothing(tmp_p
     events = cycling_events(20.0, list(COLOURS))
     raw = synthetic.write_fif(tmp_path / "sub-01_task-img_raw.fif", seconds=20.0, sfreq=SFREQ, events=events)
     out = tmp_path / "shards"
-    with pytest.raises(ShardError, match=r"sub-01_task-img_raw\.fif.*stimulus .*green\.png is not a readable image"):
+    with pytest.raises(
+        ShardError, match=r"sub-01_task-img_raw\.fif.*stimulus .*green\.png is not a readable image"
+    ):
         shard_dataset([raw], out, segment_seconds=20.0, split_ratios=(1.0, 0.0, 0.0), stimuli=stim)
     assert not list(out.glob("*.tar")) and not (out / "manifest.json").exists()
 
