@@ -3,7 +3,9 @@
 Input ``batch["volume"]`` float [B, 1, D, H, W] or [B, D, H, W]; each side must be divisible by
 ``patch_size`` (the datamodule crops or pads). The patch grid gets fixed 3-D sinusoidal
 positions computed from its shape, so one model takes volumes of different sizes.
-Returns tokens [B, N, dim] and their mean [B, dim].
+Returns tokens [B, N, dim] and their mean [B, dim]. For masked pretraining, ``forward`` takes a
+``token_mask`` bool [B, N] (True = masked) whose patch embeddings are replaced by a learned
+``mask_embedding`` [dim] before the blocks (SimMIM-style; the grid and positions are kept).
 """
 
 from __future__ import annotations
@@ -58,20 +60,44 @@ class VolumeEncoder(nn.Module):
             return int(name.split(".")[1]) + 1
         return self.depth + 1 if name.startswith("norm.") else 0
 
-    def forward(self, batch: dict[str, Tensor]) -> EncoderOutput:
-        volume = batch["volume"].float()
-        if volume.ndim == 4:
-            volume = volume[:, None]  # [B, 1, D, H, W]
+    def forward(
+        self,
+        batch: dict[str, Tensor],
+        token_mask: Tensor | None = None,
+        mask_embedding: Tensor | None = None,
+    ) -> EncoderOutput:
+        volume = as_5d(batch["volume"])  # [B, 1, D, H, W]
         if any(side % self.patch_size for side in volume.shape[2:]):
             raise ValueError(f"volume sides {tuple(volume.shape[2:])} must be divisible by {self.patch_size}")
         x = self.patch_embed(volume)  # [B, dim, d, h, w]
         grid = x.shape[2:]
         x = x.flatten(2).transpose(1, 2)  # [B, N, dim]
+        if token_mask is not None and mask_embedding is not None:
+            x = torch.where(token_mask[..., None], mask_embedding.to(x.dtype), x)
         x = x + sincos_3d(grid, self.dim, x.device)  # [B, N, dim]
         for block in self.blocks:
             x = block(x)
         x = self.norm(x)  # [B, N, dim]
         return EncoderOutput(tokens=x, pooled=x.mean(dim=1))
+
+    def patchify(self, volume: Tensor) -> Tensor:
+        """[B, (1,) D, H, W] -> [B, N, C * p³]: each patch's voxels, in the patch embedding's order."""
+        x = as_5d(volume)
+        B, C, D, H, W = x.shape
+        p = self.patch_size
+        x = x.reshape(B, C, D // p, p, H // p, p, W // p, p)
+        return x.permute(0, 2, 4, 6, 1, 3, 5, 7).reshape(B, (D // p) * (H // p) * (W // p), C * p**3)
+
+    def n_patches(self, volume: Tensor) -> int:
+        """Patch tokens of a volume [B, (1,) D, H, W]."""
+        d, h, w = as_5d(volume).shape[2:]
+        return (d // self.patch_size) * (h // self.patch_size) * (w // self.patch_size)
+
+
+def as_5d(volume: Tensor) -> Tensor:
+    """float [B, D, H, W] or [B, C, D, H, W] -> [B, C, D, H, W]."""
+    volume = volume.float()
+    return volume[:, None] if volume.ndim == 4 else volume
 
 
 def sincos_3d(grid: tuple[int, ...] | torch.Size, dim: int, device: torch.device | None = None) -> Tensor:

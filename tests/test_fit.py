@@ -102,6 +102,9 @@ def test_every_shipped_config_is_exercised() -> None:
         "mixed_pretrain",  # tests/test_mixed_pretrain.py
         "align_image",  # these two: tests/test_retrieval.py
         "align_signal",
+        "fmri_finetune",  # tests/test_fmri_recipes.py
+        "t1_pretrain",  # these two: tests/test_t1_recipes.py
+        "t1_finetune",
     }
     assert {p.stem for p in CONFIGS.glob("*.yaml")} == tested
 

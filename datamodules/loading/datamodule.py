@@ -52,6 +52,7 @@ import dataclasses
 import logging
 from typing import Any, Literal
 
+import numpy as np
 import pytorch_lightning as pl
 import torch.distributed as dist
 from torch.utils.data import DataLoader
@@ -83,6 +84,8 @@ __all__ = ["ShardDataModule", "ShardLoader"]
 
 log = logging.getLogger(__name__)
 
+VOLUME_BUFFER_BYTES = 256 * 2**20  # volumes held by one shuffle block (a block is read whole)
+
 Stage = Literal["train", "val", "test", "predict"]
 
 
@@ -97,6 +100,11 @@ class ShardDataModule(pl.LightningDataModule):
         mode: ``"windows"`` (random crops in training, tiling in evaluation) or ``"epochs"``
             (one window per event in ``label_map``, from ``tmin`` to ``tmax`` around its onset).
         window_seconds: window length in windows mode.
+        window_samples: windows mode, instead of ``window_seconds``: every window is this many
+            samples **at its segment's stored rate**, so datasets at different rates (fMRI runs
+            with TR 0.72, 1.35 and 2.5 s) mix in one batch without resampling; each window's
+            rate is in the batch (``sfreq`` [B]) and the encoder places its patches in seconds.
+            Windows then cover different durations (T x TR). Not with ``sfreq``.
         sfreq: the rate batches are delivered at (Hz). ``None`` (default): the datasets' one
             stored rate; datasets at different rates are then an error naming them. Set, every
             segment stored at another rate is resampled to it when read (polyphase, anti-alias
@@ -180,6 +188,7 @@ class ShardDataModule(pl.LightningDataModule):
         weights: list[float] | None = None,
         mode: Literal["windows", "epochs"] = "windows",
         window_seconds: float = 4.0,
+        window_samples: int | None = None,
         sfreq: float | None = None,
         tmin: float = -0.2,
         tmax: float = 0.8,
@@ -220,6 +229,11 @@ class ShardDataModule(pl.LightningDataModule):
             raise ValueError(f"weights has {len(weights)} entries for {len(datasets)} datasets")
         if sfreq is not None and not sfreq > 0:
             raise ValueError(f"sfreq must be a positive rate in Hz, got {sfreq}")
+        if window_samples is not None and (mode != "windows" or sfreq is not None or window_samples < 1):
+            raise ValueError(
+                "window_samples cuts windows mode at each segment's stored rate: a positive count, "
+                "with mode='windows' and without sfreq"
+            )
         if mode == "epochs" and not tmax > tmin:
             raise ValueError(f"tmax ({tmax}) must be greater than tmin ({tmin})")
         if images and mode != "epochs":
@@ -495,6 +509,8 @@ class ShardDataModule(pl.LightningDataModule):
     def _spec(self, sfreq: float | None = None) -> WindowSpec:
         """How windows are cut, at ``sfreq`` (default: the set-up splits' rate)."""
         hp = self.hparams
+        if hp.get("window_samples") is not None:
+            return WindowSpec("windows", int(hp.window_samples))
         sfreq = sfreq or self.sfreq
         if sfreq is None:
             if any(self._segments.values()):
@@ -524,6 +540,8 @@ class ShardDataModule(pl.LightningDataModule):
         a usable ratio to it), else the segments' one rate (several: an error naming each
         dataset's rates and the ``sfreq`` option); None without signal segments."""
         target = self.hparams.get("sfreq")
+        if self.hparams.get("window_samples") is not None:
+            return None  # native rates: no one rate is the batch's (``sfreq`` [B] says each)
         if target is None:
             return common_sfreq(segments, self.datasets)
         rates = sorted({float(s.meta["sfreq"]) for s in segments if s.kind == "signal"})
@@ -595,7 +613,7 @@ class ShardDataModule(pl.LightningDataModule):
                 rejected["bad_span"],
                 rejected["next_event"],
             )
-        cfg = self._stream_config(shuffle)
+        cfg = self._stream_config(shuffle, segments)
         rank, world = self._rank_world()
         processes = hp.num_workers if hp.worker_mode == "processes" else 0
         stream = ShardStream(
@@ -638,14 +656,23 @@ class ShardDataModule(pl.LightningDataModule):
             rows.append(names.index(target))
         return rows
 
-    def _stream_config(self, shuffle: bool) -> StreamConfig:
+    def _stream_config(self, shuffle: bool, segments: list[Segment] | None = None) -> StreamConfig:
         """Batch order and bad-sample handling: shuffled training (last partial batch dropped,
-        dataset weights applied), or every window in stored order."""
+        dataset weights applied), or every window in stored order.
+
+        ``shuffle_buffer`` counts items; for volumes (megabytes each) it is also capped at
+        ``VOLUME_BUFFER_BYTES`` of them, so a large T1 corpus streams in flat memory.
+        """
         hp = self.hparams
+        buffer = int(hp.shuffle_buffer)
+        volumes = [s for s in segments or [] if s.kind == "volume"]
+        if volumes:
+            largest = max(int(np.prod(s.shape)) for s in volumes) * 4  # float32 as delivered
+            buffer = max(hp.batch_size, min(buffer, VOLUME_BUFFER_BYTES // max(largest, 1)))
         return StreamConfig(
             batch_size=hp.batch_size,
             shuffle=shuffle,
-            shuffle_buffer=hp.shuffle_buffer,
+            shuffle_buffer=buffer,
             seed=hp.seed,
             drop_last=shuffle,
             weights=hp.weights if shuffle else None,

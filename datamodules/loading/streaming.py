@@ -371,11 +371,12 @@ class ShardStream(IterableDataset):
 
     def _volume_batch(self, items: list, meta_rows: list) -> dict[str, Any]:
         """``volume`` float32 [B, D, H, W] plus labels and ids, for structural images."""
-        volume = (
-            np.stack([x for x, _, _ in items]).astype(np.float32)
-            if items
-            else np.zeros((0, 0, 0, 0), np.float32)
-        )
+        if items:  # one pass: each stored (float16) volume converted straight into the batch
+            volume = np.empty((len(items), *items[0][0].shape), np.float32)
+            for k, (x, _, _) in enumerate(items):
+                volume[k] = x
+        else:
+            volume = np.zeros((0, 0, 0, 0), np.float32)
         return {
             "volume": torch.from_numpy(volume),
             "labels": torch.full((len(items),), -1, dtype=torch.int64),

@@ -79,6 +79,7 @@ def fmri_samples(item: SourceItem, options: ShardOptions) -> RecordingOutput:
         "position_source": "atlas",
         "n_positions": len(ps.names),
         "event_counts": dict(sorted(Counter(e["label"] for e in events).items())),
+        "preprocessing": ps.preprocessing,  # confounds, filters, atlas: in the manifest too
     }
     if ps.preprocessing.get("warnings"):  # e.g. a resampled atlas, a TR disagreement, one hemisphere
         summary["warnings"] = list(ps.preprocessing["warnings"])
@@ -120,5 +121,6 @@ def anat_samples(item: SourceItem, options: ShardOptions) -> RecordingOutput:
         "position_source": "none",
         "n_positions": 0,
         "event_counts": {},
+        "preprocessing": vol.preprocessing,  # also in the manifest: how every volume was made
     }
     return RecordingOutput(iter([sample]), summary, {})

@@ -10,6 +10,8 @@ groups as plain dicts, so a checkpoint loads with ``weights_only=True``.
 - `pretrain`: `PretrainModule` (masked reconstruction);
 - `supervised`: `SupervisedModule` and its `ClassifierModule` / `RegressorModule`;
 - `alignment`: `AlignmentModule` (symmetric InfoNCE with an image or a second signal);
+- `volume`: `VolumePretrainModule` (masked 3-D patch reconstruction of T1 volumes) and
+  `VolumeClassifierModule` / `VolumeRegressorModule` on the same `VolumeEncoder`;
 - `braindecode_classifier`: `BraindecodeClassifierModule`, braindecode's EEGNet, ShallowFBCSPNet and
   Deep4Net trained by the same loop and scored with the same metrics (the deep baselines).
 
@@ -22,6 +24,11 @@ from neurotrain.models.modules.base import SIGNAL_KEYS, EncoderModule, encoder_c
 from neurotrain.models.modules.braindecode_classifier import BraindecodeClassifierModule
 from neurotrain.models.modules.pretrain import PretrainModule
 from neurotrain.models.modules.supervised import ClassifierModule, RegressorModule, SupervisedModule
+from neurotrain.models.modules.volume import (
+    VolumeClassifierModule,
+    VolumePretrainModule,
+    VolumeRegressorModule,
+)
 
 __all__ = [
     "SIGNAL_KEYS",
@@ -32,5 +39,8 @@ __all__ = [
     "PretrainModule",
     "RegressorModule",
     "SupervisedModule",
+    "VolumeClassifierModule",
+    "VolumePretrainModule",
+    "VolumeRegressorModule",
     "encoder_config",
 ]

@@ -42,7 +42,11 @@ def fold_channels(
     for manifest in manifests:
         sets = {cs["id"]: cs for cs in manifest.get("channel_sets", [])}
         for rec in manifest.get("recordings", []):
-            if str(rec.get("subject")) not in wanted or rec.get("modality", "eeg") not in SIGNAL_MODALITIES:
+            # fMRI parcel series are channel x time signals too (channels: parcels)
+            if str(rec.get("subject")) not in wanted or rec.get("modality", "eeg") not in (
+                *SIGNAL_MODALITIES,
+                "fmri",
+            ):
                 continue
             cs = sets[rec["channel_set"]]
             bads = set(rec.get("bad_channels") or []) if drop_bad else set()

@@ -239,8 +239,11 @@ def throughput_monitor(patch_size: int | None, window: int = 20) -> ThroughputMo
 
 
 def batch_windows(batch: Any) -> int:
-    """Windows in a batch (at least 1: Lightning's throughput counters must grow with the batches)."""
-    return max(1, int(batch["signal"].shape[0])) if isinstance(batch, dict) and "signal" in batch else 1
+    """Windows (or volumes) in a batch (at least 1: Lightning's throughput counters must grow with the batches)."""
+    if not isinstance(batch, dict):
+        return 1
+    key = "signal" if "signal" in batch else "volume" if "volume" in batch else None
+    return max(1, int(batch[key].shape[0])) if key is not None else 1
 
 
 def batch_tokens(batch: Any, patch_size: int = 1) -> int:

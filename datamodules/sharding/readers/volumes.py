@@ -95,9 +95,12 @@ def read_fmri(item: SourceItem, options: ShardOptions) -> ParcelSeries:
         keep_masked_labels=False,
     )
     try:
+        # Decompressed once, here: given the file's proxy image, nilearn's fit reads (and for a
+        # .nii.gz decompresses) the start of the file a second time (benchmarks/fmri_shard.py).
+        loaded = type(img)(np.asanyarray(img.dataobj), img.affine, img.header)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            series = masker.fit_transform(img, confounds=confounds)  # [T, P]
+            series = masker.fit_transform(loaded, confounds=confounds)  # [T, P]
     except (OSError, EOFError) as exc:
         raise _data_error(item.path, img, exc) from exc
     except ValueError as exc:
