@@ -159,6 +159,13 @@ def load_encoder_weights(
     return normalization
 
 
+def read_hyperparameters(path: str | Path) -> dict[str, Any]:
+    """The ``hyper_parameters`` a Lightning checkpoint saved (weights-only load); {} without."""
+    checkpoint = safe_load(Path(path))
+    hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
+    return dict(hparams or {})
+
+
 def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any] | None]:
     """(state dict, normalisation or None) from a Lightning/torch checkpoint or a safetensors file."""
     path = Path(path)

@@ -105,6 +105,7 @@ def test_every_shipped_config_is_exercised() -> None:
         "fmri_finetune",  # tests/test_fmri_recipes.py
         "t1_pretrain",  # these two: tests/test_t1_recipes.py
         "t1_finetune",
+        "subject_layers",  # tests/test_subject_layers.py
     }
     assert {p.stem for p in CONFIGS.glob("*.yaml")} == tested
 
