@@ -51,6 +51,9 @@ def test_window_samples_mixes_trs_in_one_batch_and_needs_no_resampling(mixed: Pa
         assert torch.isfinite(model.compute_loss(one, torch.Generator().manual_seed(0))["loss"])
     with pytest.raises(ValueError, match="window_samples"):
         ShardDataModule([str(mixed)], window_samples=16, sfreq=1.0)
+    # the TR 2.5 s runs (96 TRs) are shorter than 128 samples: refused, naming a run
+    with pytest.raises(ValueError, match=r"fMRI run .*bold\.nii\.gz .* has 96 TRs \(240\.0 s\), shorter than one window"):
+        ShardDataModule([str(mixed)], window_samples=128, batch_size=4).train_dataloader()
 
 
 def _losses(model: PretrainModule, dm: ShardDataModule) -> tuple[np.ndarray, np.ndarray]:
@@ -123,6 +126,10 @@ def test_cross_subject_evaluation_of_fmri_blocks_beats_its_shuffled_label_contro
         assert rec["test_subjects"] and not set(rec["test_subjects"]) & set(rec.get("train_subjects", []))
     encoder = results["summary"]["encoder"]["balanced_accuracy"]["mean"]
     shuffled = results["controls"]["controls"]["shuffled labels"]["score"]["estimate"]
-    # task blocks raise two of the four parcels: decodable on unseen subjects; the control is not
+    print(f"fmri_finetune cross-subject balanced accuracy {encoder:.3f}, shuffled labels {shuffled:.3f}")
+    # Task blocks raise two of the four parcels: decodable on unseen subjects (measured 1.0). The
+    # control must not be above chance (a leak would put it there); measured 0.125, *below*: a
+    # permutation of 12 balanced labels within a subject anti-correlates with them (expected r
+    # -1/11), and a model that separates the classes perfectly turns that into anti-prediction.
     assert encoder > 0.85 and shuffled < 0.65 and encoder - shuffled > 0.3, (encoder, shuffled)
     assert np.isclose(results["intervals"]["chance"], 0.5)

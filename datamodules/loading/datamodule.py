@@ -84,7 +84,7 @@ __all__ = ["ShardDataModule", "ShardLoader"]
 
 log = logging.getLogger(__name__)
 
-VOLUME_BUFFER_BYTES = 256 * 2**20  # volumes held by one shuffle block (a block is read whole)
+VOLUME_BUFFER_BYTES = 64 * 2**20  # volumes held by one shuffle block (read whole; the next is read ahead)
 
 Stage = Literal["train", "val", "test", "predict"]
 
@@ -604,6 +604,8 @@ class ShardDataModule(pl.LightningDataModule):
         segments = self._segments[which]
         spec = self._spec()
         counts = window_counts(segments, spec)
+        if spec.mode == "windows":
+            self._check_runs_fit_a_window(segments, counts, spec)
         if spec.mode == "epochs":
             rejected = self._rejections(segments, spec)
             log.info(
@@ -655,6 +657,19 @@ class ShardDataModule(pl.LightningDataModule):
                 )
             rows.append(names.index(target))
         return rows
+
+    def _check_runs_fit_a_window(self, segments: list[Segment], counts: Any, spec: WindowSpec) -> None:
+        """An fMRI run (one sample) shorter than one window is an error naming it, not a run that
+        silently never trains (signals cut into segments may leave a short tail; runs may not)."""
+        for seg, n in zip(segments, counts, strict=True):
+            if n == 0 and seg.kind == "signal" and seg.meta.get("modality") == "fmri":
+                tr = 1.0 / float(seg.meta["sfreq"])
+                raise ValueError(
+                    f"fMRI run {seg.meta.get('source') or seg.name} ({self.datasets[seg.dataset]}) has "
+                    f"{int(seg.shape[1])} TRs ({int(seg.shape[1]) * tr:.1f} s), shorter than one window of "
+                    f"{spec.window_samples} samples: lower data.window_samples / window_seconds, or leave the "
+                    "run out (data.selection)"
+                )
 
     def _stream_config(self, shuffle: bool, segments: list[Segment] | None = None) -> StreamConfig:
         """Batch order and bad-sample handling: shuffled training (last partial batch dropped,

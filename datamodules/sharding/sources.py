@@ -4,7 +4,8 @@ A SOURCE is a BIDS root (it holds ``dataset_description.json``), a plain folder 
 recursively for supported files), one file, or ``example:NAME`` for an example dataset of
 ``neurotrain.datamodules.sharding.examples`` (fetched into the cache on first use). Each recording found becomes a ``SourceItem``
 with its format, its kind (``signal`` read through MNE, ``fmri``/``anat`` read through
-nibabel: ``--modality fmri|anat`` when given, else the BIDS datatype, else the image's shape),
+nibabel: ``--modality fmri|anat`` when given, else the BIDS datatype, else the image's shape;
+on a BIDS root ``--modality anat`` keeps only its ``anat/*_T1w`` images and ``fmri`` its runs),
 the BIDS-style identifiers we can recover, and a stable recording id used to name
 its shards. The list is sorted, so the same inputs always give the same shards.
 """
@@ -129,7 +130,7 @@ def _bids_items(root: Path, forced: str | None) -> list[SourceItem]:
     )
     for bp in paths:
         fpath = Path(bp.fpath)
-        if _in_derivatives(fpath, root):
+        if _in_derivatives(fpath, root) or forced in VOLUME_MODALITIES:  # --modality fmri|anat: images only
             continue
         items.append(_make_item(fpath, root, name, root, bp.datatype, forced))
     for pattern, datatype in (
@@ -137,6 +138,8 @@ def _bids_items(root: Path, forced: str | None) -> list[SourceItem]:
         ("func/*_bold.func.gii", "func"),
         ("anat/*_T1w.nii*", "anat"),
     ):
+        if forced in VOLUME_MODALITIES and forced != {"func": "fmri", "anat": "anat"}[datatype]:
+            continue  # a BIDS root with both: --modality anat shards its T1s, fmri its runs
         for fpath in sorted(root.glob(f"sub-*/{pattern}")) + sorted(root.glob(f"sub-*/ses-*/{pattern}")):
             items.append(_make_item(fpath, root, name, root, datatype, forced))
     return items
