@@ -191,7 +191,32 @@ def test_the_shipped_recipe_fits_several_subjects_then_adapts_a_new_one(
         f"--data.datasets=[{shards['new']}]",
         "--data.val_split=train",
     ]
-    adapt += [f"--model.adapt_from={ckpt}", f'--model.adapt_subjects=["{NEW[0]}"]', "--trainer.fast_dev_run=2"]
+    adapt += [
+        f"--model.adapt_from={ckpt}",
+        f'--model.adapt_subjects=["{NEW[0]}"]',
+        "--trainer.fast_dev_run=2",
+    ]
     cli = build_cli(adapt + common + ["--run_name=adapt"])
     trainable = {n for n, p in cli.model.named_parameters() if p.requires_grad}
     assert trainable == {f"subject_layers.layers.s_{NEW[0]}.weight"}
+
+
+def test_alignment_puts_subjects_of_different_widths_through_their_layers(shards: dict[str, Path]) -> None:
+    from neurotrain.models.modules import AlignmentModule
+    from neurotrain.models.modules.base import SIGNAL_KEYS
+
+    dm = ShardDataModule([str(shards["train"])], val_split="train", **{**EPOCHS, "batch_size": 512})
+    dm.setup("fit")
+    batch = next(iter(dm.val_dataloader()))
+    batch.update({f"pair_{k}": batch[k] for k in SIGNAL_KEYS})  # the second view: the same channels
+    layers = {"channels": 4, "subjects": sorted(WIDTHS), "in_channels": dm.c_max}
+    model = AlignmentModule(encoder=TINY, pair="signal", subject_layers=layers, embed_dim=8)
+    out = model.compute_loss(batch)
+    out["loss"].backward()
+    for s in WIDTHS:  # every subject's layer gets a gradient from its own windows
+        assert model.subject_layers.layers[f"s_{s}"].weight.grad.abs().sum() > 0
+    z = model(batch)
+    with torch.no_grad():
+        model.subject_layers.layers["s_01"].weight.mul_(-1.0)
+    moved = (model(batch) - z).abs().sum(-1) > 1e-6  # [B]
+    assert moved.tolist() == [s == "01" for s in batch["subject"]]  # only subject 01's embeddings

@@ -16,12 +16,14 @@ from torch import Tensor
 
 from neurotrain.models.image_encoder import ImageEncoder
 from neurotrain.models.modules.base import SIGNAL_KEYS, EncoderModule, encoder_config, plain_init_args
+from neurotrain.models.modules.subject_adaptation import SubjectAdaptation
 from neurotrain.models.objectives import ContrastiveAlignment, topk_retrieval_accuracy
 from neurotrain.models.optim import OptimizerConfig
 from neurotrain.models.signal_encoder import ORIENTATION_KEYS, SignalEncoder, SignalEncoderConfig
+from neurotrain.models.subject_layers import SubjectLayersConfig
 
 
-class AlignmentModule(EncoderModule):
+class AlignmentModule(SubjectAdaptation, EncoderModule):
     """Contrastive alignment of the signal with a second view by symmetric InfoNCE.
 
     ``pair="image"``: a timm image encoder (``image_model``, local ``image_weights``) on
@@ -31,7 +33,13 @@ class AlignmentModule(EncoderModule):
     distance of the signal's embedding to its image's (target detached), as MindEye2 adds an MSE
     to the contrastive loss. Validation logs top-k retrieval accuracy over
     the whole validation set in both directions (signal->pair ``a2b``, pair->signal ``b2a``).
+    ``subject_layers`` puts per-subject input layers before the signal encoder, so subjects with
+    different channels share one aligned space (MindBridge); ``adapt_from`` + ``adapt_subjects``
+    adapt it to new subjects (``adapt_head``: the projections train too), as in
+    `SupervisedModule` (``models/modules/subject_adaptation.py``).
     """
+
+    ADAPT_HEAD = ("alignment",)
 
     def __init__(
         self,
@@ -47,6 +55,10 @@ class AlignmentModule(EncoderModule):
         temperature: float = 0.07,
         retrieval_k: list[int] | None = None,
         mse_weight: float = 0.0,
+        subject_layers: SubjectLayersConfig | None = None,
+        adapt_from: str | None = None,
+        adapt_subjects: list[str] | None = None,
+        adapt_head: bool = False,
         optimizer: OptimizerConfig | None = None,
         init_from: str | None = None,
     ) -> None:
@@ -76,15 +88,17 @@ class AlignmentModule(EncoderModule):
         self.mse_weight = float(mse_weight)
         self.alignment = ContrastiveAlignment(self.encoder.dim, self.pair_encoder.dim, embed_dim, temperature)
         self._embeddings: dict[str, list[tuple[Tensor, Tensor]]] = {}  # stage -> (z_a, z_b) per batch
+        self.init_subject_layers(subject_layers, adapt_from, adapt_subjects, adapt_head)
 
     def train(self, mode: bool = True) -> AlignmentModule:
         super().train(mode)
         if self.freeze_pair:
             self.pair_encoder.eval()
+        self.freeze_for_adaptation()
         return self
 
     def compute_loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        pooled_a = self.encoder(batch).pooled  # [B, Da]
+        pooled_a = self.encoder(self.adapt_input(batch)).pooled  # [B, Da] (subject layers first)
         pooled_b = self.pair_encoder(self.pair_batch(batch)).pooled  # [B, Db]
         loss, z_a, z_b = self.alignment(pooled_a, pooled_b)
         out = {"loss": loss, "z_a": z_a, "z_b": z_b}
@@ -95,7 +109,8 @@ class AlignmentModule(EncoderModule):
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         """The signal's unit-norm embedding in the shared space [B, E] (for retrieval)."""
-        return torch.nn.functional.normalize(self.alignment.proj_a(self.encoder(batch).pooled), dim=-1)
+        pooled = self.encoder(self.adapt_input(batch)).pooled  # [B, Da]
+        return torch.nn.functional.normalize(self.alignment.proj_a(pooled), dim=-1)
 
     def pair_batch(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """The second view's inputs, keyed as its encoder expects (orientations when present)."""

@@ -18,9 +18,9 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
-from neurotrain.models.checkpoint_io import read_checkpoint, read_hyperparameters
 from neurotrain.models.metrics import classification_metrics, log_metrics, regression_metrics
 from neurotrain.models.modules.base import EncoderModule, plain_init_args
+from neurotrain.models.modules.subject_adaptation import SubjectAdaptation
 from neurotrain.models.objectives import (
     ClassificationHead,
     RegressionHead,
@@ -30,19 +30,11 @@ from neurotrain.models.objectives import (
 from neurotrain.models.optim import OptimizerConfig, param_groups
 from neurotrain.models.pooling import Pooling, make_pool
 from neurotrain.models.signal_encoder import SignalEncoderConfig, masked_mean
-from neurotrain.models.subject_layers import (
-    SubjectLayers,
-    SubjectLayersConfig,
-    datamodule_subjects,
-    layer_key,
-    subject_layers_config,
-)
+from neurotrain.models.subject_layers import SubjectLayersConfig
 from neurotrain.models.token_cache import TokenCache
 
-ADAPT_INIT_SCALE = 0.05  # std of a new subject's layer, relative to a trained-from-scratch one
 
-
-class SupervisedModule(EncoderModule):
+class SupervisedModule(SubjectAdaptation, EncoderModule):
     """A head on the pooled encoder tokens, trained by a subclass's loss.
 
     Args:
@@ -93,10 +85,8 @@ class SupervisedModule(EncoderModule):
         init_from: str | None = None,
     ) -> None:
         args = plain_init_args(locals())
-        if (adapt_from is None) != (adapt_subjects is None):
-            raise ValueError("adapt_from (the checkpoint) and adapt_subjects (the new subjects) go together")
-        if adapt_from is not None and (subject_layers is None or linear_probe):
-            raise ValueError("adapt_from adapts subject layers: set subject_layers, and not linear_probe")
+        if adapt_from is not None and linear_probe:
+            raise ValueError("adapt_from adapts subject layers: not with linear_probe")
         super().__init__(encoder, optimizer, init_from)
         self.init_args = args  # saved by the subclass with its own arguments
         self.linear_probe = linear_probe
@@ -113,63 +103,9 @@ class SupervisedModule(EncoderModule):
         if linear_probe:
             self.encoder.requires_grad_(False)
             self.encoder.eval()
-        self.subject_layers_config = subject_layers_config(subject_layers)
+        self.init_subject_layers(subject_layers, adapt_from, adapt_subjects, adapt_head)
         if self.subject_layers_config is not None:
             self.token_cache = None  # the tokens of a window change as its subject layer trains
-        self.adapt_from, self.adapt_subjects = adapt_from, [str(s) for s in adapt_subjects or []]
-        self.adapt_head = adapt_head
-        self.subject_layers: SubjectLayers | None = None
-        cfg = self.subject_layers_config
-        if cfg is not None and cfg.subjects is not None and cfg.in_channels is not None:
-            self.subject_layers = SubjectLayers(cfg.subjects, cfg.in_channels, cfg.channels)
-
-    def setup(self, stage: str) -> None:
-        """Build the subject layers from the datamodule (its subjects, its ``c_max``) when the
-        config leaves them open, and, adapting, load ``adapt_from`` and freeze all but the new
-        subjects' layers. The resolved subjects and width are saved in the hyperparameters."""
-        cfg = self.subject_layers_config
-        if cfg is None:
-            return
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if self.subject_layers is None:
-            if self.adapt_from is not None:
-                saved = read_hyperparameters(self.adapt_from).get("subject_layers") or {}
-                subjects = list(saved.get("subjects") or [])
-                in_channels = saved.get("in_channels") or cfg.in_channels
-            else:
-                subjects = list(cfg.subjects or datamodule_subjects(dm))
-                in_channels = cfg.in_channels or int(getattr(dm, "c_max", 0) or 0)
-            if not in_channels:
-                raise ValueError(
-                    "subject_layers.in_channels is unknown: set it or fit with a ShardDataModule"
-                )
-            self.subject_layers = SubjectLayers(subjects, int(in_channels), cfg.channels)
-            if self.adapt_from is not None:
-                self._adapt()
-            self.hparams["subject_layers"] = {
-                "channels": cfg.channels,
-                "subjects": self.subject_layers.subjects,
-                "in_channels": self.subject_layers.in_channels,
-            }
-
-    def _adapt(self) -> None:
-        """Load every weight of ``adapt_from``, add the new subjects' layers, freeze the rest."""
-        state, normalization = read_checkpoint(self.adapt_from)
-        self.load_state_dict(state, strict=True)
-        self.normalization = normalization or self.normalization
-        layers = self.subject_layers
-        assert layers is not None
-        for subject in self.adapt_subjects:
-            if subject not in layers.subjects:
-                # Near zero: the frozen model starts from unsaturated outputs, where a random
-                # full-scale map can park it on one class with vanishing gradients.
-                layers.add_subject(subject, scale=ADAPT_INIT_SCALE)
-        self.requires_grad_(False)
-        for subject in self.adapt_subjects:
-            layers.layers[layer_key(subject)].requires_grad_(True)
-        if self.adapt_head:
-            self.head.requires_grad_(True)
-        self.train(self.training)  # frozen parts in eval mode (no dropout, no train-time augmentation)
 
     def attach_head(
         self, head: Callable[..., nn.Module], metrics: Callable[..., MetricCollection], outputs: int
@@ -183,15 +119,11 @@ class SupervisedModule(EncoderModule):
         super().train(mode)
         if self.linear_probe:
             self.encoder.eval()
-        if self.adapt_from is not None:  # only the new subject layers train: no dropout elsewhere
-            for name, child in self.named_children():
-                if name != "subject_layers" and not (name == "head" and self.adapt_head):
-                    child.eval()
+        self.freeze_for_adaptation()
         return self
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
-        if self.subject_layers is not None:
-            batch = self.subject_layers(batch)  # [B, K, T] shared virtual channels
+        batch = self.adapt_input(batch)  # subject layers: [B, K, T] shared virtual channels
         tokens = self.tokens(batch)  # [B, C, P, D]
         # [B, pooled_dim]: the mean over real tokens, or the pool's reading of them
         pooled = masked_mean(tokens, batch["channel_mask"]) if self.pool is None else self.pool(tokens, batch)
