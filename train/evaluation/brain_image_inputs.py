@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -145,3 +146,33 @@ def plan(args: argparse.Namespace, inputs: BrainImageInputs) -> dict[str, Any]:
         },
         "epoch_s": [float(r.times[0]), float(r.times[-1] + 1.0 / r.sfreq)],
     }
+
+
+def log_to_wandb(
+    out: Path, project: str, protocol: str, config: dict[str, Any], logged: Callable[[Any], dict]
+) -> None:
+    """One ``evaluate-<protocol>`` W&B run holding ``logged(wandb)`` (tables, images; offline is a
+    normal mode, disabled logs nothing). ``logged`` builds the dict once wandb is imported."""
+    from neurotrain.train.tracking.wandb_run import INIT_TIMEOUT_S
+    from neurotrain.train.tracking.wandb_server import resolve_mode
+
+    mode = resolve_mode()
+    if mode == "disabled":
+        return
+    import wandb
+
+    run = wandb.init(
+        project=project,
+        dir=str(out),
+        mode=mode,
+        name=f"evaluate-{protocol}",
+        group=f"evaluate-{protocol}",
+        job_type="evaluate",
+        config=config,
+        settings=wandb.Settings(silent=True, init_timeout=INIT_TIMEOUT_S),
+        reinit="create_new",
+    )
+    try:
+        run.log(logged(wandb))
+    finally:
+        run.finish()

@@ -33,6 +33,7 @@ from neurotrain.train.evaluation.brain_image_inputs import (
     BrainImageError,
     BrainImageInputs,
     load_inputs,
+    log_to_wandb,
     plan,
 )
 from neurotrain.train.evaluation.encoding import encode
@@ -157,35 +158,16 @@ def _r_map(values: np.ndarray, resp: SubjectResponses, path: Path, title: str) -
 
 
 def _log_wandb(results: dict[str, Any], out: Path, project: str) -> None:
-    """The table and the maps in one ``evaluate-encoding`` W&B run (offline is a normal mode)."""
-    from neurotrain.train.tracking.wandb_run import INIT_TIMEOUT_S
-    from neurotrain.train.tracking.wandb_server import resolve_mode
+    """The table and the maps in one ``evaluate-encoding`` W&B run."""
+    columns = ["subject", "layer", "median_r", "median_control_r", "median_ceiling"]
+    rows = [[r.get(c) for c in columns] for r in results["rows"]]
 
-    mode = resolve_mode()
-    if mode == "disabled":
-        return
-    import wandb
-
-    run = wandb.init(
-        project=project,
-        dir=str(out),
-        mode=mode,
-        name=f"evaluate-{results['protocol']}",
-        group=f"evaluate-{results['protocol']}",
-        job_type="evaluate",
-        config={k: results[k] for k in ("config", "image_model", "layers", "folds", "time_bins")},
-        settings=wandb.Settings(silent=True, init_timeout=INIT_TIMEOUT_S),
-        reinit="create_new",
-    )
-    try:
-        columns = ["subject", "layer", "median_r", "median_control_r", "median_ceiling"]
-        rows = [[r.get(c) for c in columns] for r in results["rows"]]
+    def logged(wandb: Any) -> dict[str, Any]:
         maps = {p.stem: wandb.Image(str(p)) for p in sorted(out.glob("r_map_*.png"))}
-        run.log(
-            {
-                "evaluate/encoding": wandb.Table(columns=columns, data=rows),
-                **{f"maps/{k}": v for k, v in maps.items()},
-            }
-        )
-    finally:
-        run.finish()
+        return {
+            "evaluate/encoding": wandb.Table(columns=columns, data=rows),
+            **{f"maps/{k}": v for k, v in maps.items()},
+        }
+
+    config = {k: results[k] for k in ("config", "image_model", "layers", "folds", "time_bins")}
+    log_to_wandb(out, project, results["protocol"], config, logged)

@@ -30,6 +30,7 @@ from neurotrain.train.evaluation.brain_image_inputs import (
     BrainImageError,
     BrainImageInputs,
     load_inputs,
+    log_to_wandb,
     plan,
 )
 from neurotrain.train.evaluation.rsa import plot_rsa_table, rsa_table, time_windows
@@ -132,32 +133,15 @@ def markdown(results: dict[str, Any], tables: dict[str, Any]) -> str:
 
 
 def _log_wandb(results: dict[str, Any], out: Path, project: str) -> None:
-    """The tables and plots in one ``evaluate-rsa`` W&B run (offline is a normal mode)."""
-    from neurotrain.train.tracking.wandb_run import INIT_TIMEOUT_S
-    from neurotrain.train.tracking.wandb_server import resolve_mode
+    """The tables and plots in one ``evaluate-rsa`` W&B run."""
 
-    mode = resolve_mode()
-    if mode == "disabled":
-        return
-    import wandb
-
-    run = wandb.init(
-        project=project,
-        dir=str(out),
-        mode=mode,
-        name=f"evaluate-{PROTOCOL}",
-        group=f"evaluate-{PROTOCOL}",
-        job_type="evaluate",
-        config={k: results[k] for k in ("config", "image_model", "layers", "method")},
-        settings=wandb.Settings(silent=True, init_timeout=INIT_TIMEOUT_S),
-        reinit="create_new",
-    )
-    try:
-        logged: dict[str, Any] = {}
+    def logged(wandb: Any) -> dict[str, Any]:
+        out_: dict[str, Any] = {}
         for sub, t in results["tables"].items():
             rows = [[layer, *vals] for layer, vals in zip(t["layers"], t["values"], strict=True)]
-            logged[f"evaluate/rsa_{sub}"] = wandb.Table(columns=["layer", *t["windows"]], data=rows)
-            logged[f"plots/rsa_{sub}"] = wandb.Image(str(out / f"rsa_{sub}.png"))
-        run.log(logged)
-    finally:
-        run.finish()
+            out_[f"evaluate/rsa_{sub}"] = wandb.Table(columns=["layer", *t["windows"]], data=rows)
+            out_[f"plots/rsa_{sub}"] = wandb.Image(str(out / f"rsa_{sub}.png"))
+        return out_
+
+    config = {k: results[k] for k in ("config", "image_model", "layers", "method")}
+    log_to_wandb(out, project, PROTOCOL, config, logged)
