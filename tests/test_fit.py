@@ -106,6 +106,8 @@ def test_every_shipped_config_is_exercised() -> None:
         "t1_pretrain",  # these two: tests/test_t1_recipes.py
         "t1_finetune",
         "subject_layers",  # tests/test_subject_layers.py
+        "fusion_pretrain",  # these two: tests/test_fusion.py
+        "fusion_finetune",
     }
     assert {p.stem for p in CONFIGS.glob("*.yaml")} == tested
 

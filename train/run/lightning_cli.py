@@ -433,10 +433,15 @@ def build_cli(args: list[str] | Namespace) -> NeurotrainCLI:
             # Called from Python (quickstart, tests) argv is not sys.argv, which LightningCLI warns about.
             warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
             quiet_lightning()  # Lightning's messages that ask nothing of the user, by message
+            subclass_data = isinstance(args, list) and data_names_a_class(args)
             return NeurotrainCLI(
                 model_class=pl.LightningModule,
                 subclass_mode_model=True,
-                datamodule_class=ShardDataModule,
+                # A config whose data section names its class (``data: {class_path: ...}``, e.g.
+                # the paired T1 + fMRI datamodule of fusion_pretrain) gets any LightningDataModule;
+                # every other config's data section is ShardDataModule's arguments, as before.
+                datamodule_class=pl.LightningDataModule if subclass_data else ShardDataModule,
+                subclass_mode_data=subclass_data,
                 args=args,
                 save_config_kwargs={"overwrite": True},
                 parser_kwargs={"prog": "neurotrain", "default_env": False},
@@ -445,6 +450,24 @@ def build_cli(args: list[str] | Namespace) -> NeurotrainCLI:
     finally:  # the run is over (or never started): its folder is free again
         while len(_HELD_LOCKS) > held:
             _HELD_LOCKS.pop().release()
+
+
+def data_names_a_class(argv: list[str]) -> bool:
+    """Whether a command line's config files give ``data`` a ``class_path`` (or it is passed)."""
+    for i, arg in enumerate(argv):
+        if arg.startswith("--data.class_path") or arg.startswith("--data=") and "class_path" in arg:
+            return True
+        path = argv[i + 1] if arg in ("--config", "-c") and i + 1 < len(argv) else None
+        if arg.startswith("--config="):
+            path = arg.split("=", 1)[1]
+        if path and Path(path).is_file():
+            try:
+                data = (yaml.safe_load(Path(path).read_text()) or {}).get("data")
+            except (OSError, yaml.YAMLError):
+                continue
+            if isinstance(data, dict) and "class_path" in data:
+                return True
+    return False
 
 
 class _ConfigOnly(NeurotrainCLI):
