@@ -52,7 +52,9 @@ def test_window_samples_mixes_trs_in_one_batch_and_needs_no_resampling(mixed: Pa
     with pytest.raises(ValueError, match="window_samples"):
         ShardDataModule([str(mixed)], window_samples=16, sfreq=1.0)
     # the TR 2.5 s runs (96 TRs) are shorter than 128 samples: refused, naming a run
-    with pytest.raises(ValueError, match=r"fMRI run .*bold\.nii\.gz .* has 96 TRs \(240\.0 s\), shorter than one window"):
+    with pytest.raises(
+        ValueError, match=r"fMRI run .*bold\.nii\.gz .* has 96 TRs \(240\.0 s\), shorter than one window"
+    ):
         ShardDataModule([str(mixed)], window_samples=128, batch_size=4).train_dataloader()
 
 

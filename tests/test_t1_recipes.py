@@ -177,7 +177,9 @@ def test_t1_finetune_recovers_age_well_above_a_shuffled_label_control(
         runs[name] = _val_r2(cli.model, t1["shards"])
     print(f"t1_finetune held-out age R²: {runs['shards']:.3f}, shuffled-label control {runs['control']:.3f}")
     # held-out subjects (10): R² of predicted vs their true age; the control learned permuted ages
-    assert runs["shards"] > 0.6 and runs["control"] < 0.3 and runs["shards"] > runs["control"] + 0.5, runs  # 0.80 vs 0.09
+    assert runs["shards"] > 0.6 and runs["control"] < 0.3 and runs["shards"] > runs["control"] + 0.5, (
+        runs
+    )  # 0.80 vs 0.09
     assert isinstance(cli.model, VolumeRegressorModule)
 
 
