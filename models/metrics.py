@@ -7,7 +7,11 @@ AUROC. Regression: Pearson r and R², averaged over outputs. Retrieval for align
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytorch_lightning as pl
+import torch
+from torch import Tensor
 from torchmetrics import MetricCollection
 from torchmetrics.classification import (
     MulticlassAccuracy,
@@ -51,3 +55,20 @@ def log_metrics(module: pl.LightningModule, metrics: MetricCollection) -> None:
         return
     module.log_dict({name: value.float().mean() for name, value in metrics.compute().items()})
     metrics.reset()
+
+
+def update_classification(metrics: Any, logits: Tensor, labels: Tensor) -> None:
+    """Update classification ``metrics`` with the labelled rows (label -1 = none): logits [B, K]."""
+    labelled = labels >= 0
+    if labelled.any():
+        metrics.update(logits[labelled].softmax(dim=-1), labels[labelled])
+
+
+def update_regression(metrics: Any, prediction: Tensor, labels: Tensor) -> None:
+    """Update regression ``metrics`` with the complete rows (NaN = missing): prediction [B, K]."""
+    target = labels.float().reshape(prediction.shape)  # [B, K]
+    complete = torch.isfinite(target).all(dim=1)  # [B]
+    if complete.any():
+        squeeze = prediction.shape[1] == 1  # torchmetrics wants [N] for one output
+        pred, tgt = prediction[complete], target[complete]
+        metrics.update(pred.squeeze(1) if squeeze else pred, tgt.squeeze(1) if squeeze else tgt)

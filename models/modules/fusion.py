@@ -46,7 +46,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from neurotrain.models.checkpoint_io import load_encoder_weights
-from neurotrain.models.metrics import classification_metrics, log_metrics, regression_metrics
+from neurotrain.models.metrics import (
+    classification_metrics,
+    log_metrics,
+    regression_metrics,
+    update_classification,
+    update_regression,
+)
 from neurotrain.models.modules.base import encoder_config
 from neurotrain.models.modules.volume import patch_mask
 from neurotrain.models.objectives import (
@@ -644,12 +650,7 @@ class FusionRegressorModule(FusionSupervisedModule):
         return {"loss": loss, "output": prediction}
 
     def update_metrics(self, metrics: Any, prediction: Tensor, labels: Tensor) -> None:
-        target = labels.float().reshape(prediction.shape)
-        complete = torch.isfinite(target).all(dim=1)
-        if complete.any():
-            squeeze = prediction.shape[1] == 1
-            pred, tgt = prediction[complete], target[complete]
-            metrics.update(pred.squeeze(1) if squeeze else pred, tgt.squeeze(1) if squeeze else tgt)
+        update_regression(metrics, prediction, labels)
 
 
 class FusionClassifierModule(FusionSupervisedModule):
@@ -677,6 +678,4 @@ class FusionClassifierModule(FusionSupervisedModule):
         return {"loss": classification_loss(logits, batch["labels"]), "output": logits}
 
     def update_metrics(self, metrics: Any, logits: Tensor, labels: Tensor) -> None:
-        labelled = labels >= 0
-        if labelled.any():
-            metrics.update(logits[labelled].softmax(dim=-1), labels[labelled])
+        update_classification(metrics, logits, labels)

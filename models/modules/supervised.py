@@ -18,7 +18,13 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
-from neurotrain.models.metrics import classification_metrics, log_metrics, regression_metrics
+from neurotrain.models.metrics import (
+    classification_metrics,
+    log_metrics,
+    regression_metrics,
+    update_classification,
+    update_regression,
+)
 from neurotrain.models.modules.base import EncoderModule, plain_init_args
 from neurotrain.models.modules.subject_adaptation import SubjectAdaptation
 from neurotrain.models.objectives import (
@@ -187,9 +193,7 @@ class ClassifierModule(SupervisedModule):
         return {"loss": classification_loss(logits, batch["labels"]), "output": logits}
 
     def update_metrics(self, metrics: MetricCollection, logits: Tensor, labels: Tensor) -> None:
-        labelled = labels >= 0
-        if labelled.any():
-            metrics.update(logits[labelled].softmax(dim=-1), labels[labelled])
+        update_classification(metrics, logits, labels)
 
 
 class RegressorModule(SupervisedModule):
@@ -211,9 +215,4 @@ class RegressorModule(SupervisedModule):
         return {"loss": regression_loss(prediction, target), "output": prediction}
 
     def update_metrics(self, metrics: MetricCollection, prediction: Tensor, labels: Tensor) -> None:
-        target = labels.float().reshape(prediction.shape)  # [B, K]
-        complete = torch.isfinite(target).all(dim=1)  # [B]
-        if complete.any():
-            squeeze = prediction.shape[1] == 1  # torchmetrics wants [N] for one output
-            pred, tgt = prediction[complete], target[complete]
-            metrics.update(pred.squeeze(1) if squeeze else pred, tgt.squeeze(1) if squeeze else tgt)
+        update_regression(metrics, prediction, labels)

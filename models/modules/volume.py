@@ -26,7 +26,13 @@ import torch
 from torch import Tensor, nn
 
 from neurotrain.models.checkpoint_io import load_encoder_weights
-from neurotrain.models.metrics import classification_metrics, log_metrics, regression_metrics
+from neurotrain.models.metrics import (
+    classification_metrics,
+    log_metrics,
+    regression_metrics,
+    update_classification,
+    update_regression,
+)
 from neurotrain.models.objectives import (
     ClassificationHead,
     RegressionHead,
@@ -258,9 +264,7 @@ class VolumeClassifierModule(VolumeSupervisedModule):
         return {"loss": classification_loss(logits, batch["labels"]), "output": logits}
 
     def update_metrics(self, metrics: Any, logits: Tensor, labels: Tensor) -> None:
-        labelled = labels >= 0
-        if labelled.any():
-            metrics.update(logits[labelled].softmax(dim=-1), labels[labelled])
+        update_classification(metrics, logits, labels)
 
 
 class VolumeRegressorModule(VolumeSupervisedModule):
@@ -305,9 +309,4 @@ class VolumeRegressorModule(VolumeSupervisedModule):
         return {"loss": loss, "output": prediction}
 
     def update_metrics(self, metrics: Any, prediction: Tensor, labels: Tensor) -> None:
-        target = labels.float().reshape(prediction.shape)
-        complete = torch.isfinite(target).all(dim=1)
-        if complete.any():
-            squeeze = prediction.shape[1] == 1
-            pred, tgt = prediction[complete], target[complete]
-            metrics.update(pred.squeeze(1) if squeeze else pred, tgt.squeeze(1) if squeeze else tgt)
+        update_regression(metrics, prediction, labels)
