@@ -183,6 +183,13 @@ class ImageFeatureExtractor:
     def forward(self, x: Tensor) -> dict[Layer, Tensor]:
         """A preprocessed batch [B, 3, H, W] -> ``{layer: pooled features [B, ...]}`` (no cache)."""
         self.forward_batches += 1
+        return {layer: _pool(t, self.pool) for layer, t in self.layer_outputs(x).items()}
+
+    def layer_outputs(self, x: Tensor) -> dict[Layer, Tensor]:
+        """A preprocessed batch [B, 3, H, W] -> ``{layer: output}``, unpooled ([B, C, h, w],
+        [B, N, D] or [B, F]) and under the caller's autograd mode: what a readout trained on top
+        of the network reads (``models/readouts.py``), frozen or fine-tuned. ``x`` must be on the
+        model's device."""
         captured: dict[Layer, Tensor] = {}
         named = [layer for layer in self.layers if isinstance(layer, str) and layer not in _FINAL]
         hooks = [self._hook(layer, captured) for layer in named]
@@ -196,7 +203,7 @@ class ImageFeatureExtractor:
         for layer in named:
             if layer not in captured:
                 raise ValueError(f"{self.name}: module {layer!r} does not run in the forward pass")
-        return {layer: _pool(captured[layer], self.pool) for layer in self.layers}
+        return {layer: captured[layer] for layer in self.layers}
 
     # -- internals --------------------------------------------------------------------------
 

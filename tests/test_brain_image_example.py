@@ -1,5 +1,5 @@
-"""The README's brain-image example (simulate → shard by stimulus → retrieval, encoding, RSA →
-report) runs as written.
+"""The README's brain-image example (simulate → shard by stimulus → retrieval, ridge and learned
+encoding, RSA → report) runs as written.
 
 The commands are read from the README's "The brain-image example" block, never copied here. The
 slow test runs them in bash in an empty folder outside the checkout and checks what each wrote;
@@ -39,9 +39,19 @@ def test_the_block_is_simulate_shard_three_protocols_and_a_report(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     words = [shlex.split(c) for c in readme_commands()]
-    assert [w[1] for w in words] == ["simulate", "shard", "evaluate", "evaluate", "evaluate", "compare"]
+    assert [w[1] for w in words] == [
+        "simulate",
+        "shard",
+        "evaluate",
+        "evaluate",
+        "evaluate",
+        "evaluate",
+        "compare",
+    ]
     protocols = [w[w.index("--protocol") + 1] for w in words if w[1] == "evaluate"]
-    assert protocols == ["retrieval", "encoding", "rsa"]
+    assert protocols == ["retrieval", "encoding", "encoding", "rsa"]
+    configs = [w[w.index("--config") + 1] for w in words if w[1] == "evaluate"]
+    assert configs == ["align_image", "align_image", "encode_factorised", "align_image"]
     out = Path(words[0][words[0].index("--out") + 1])
     (tmp_path / out / "stimuli").mkdir(parents=True)  # what `simulate` writes; options check it
     monkeypatch.chdir(tmp_path)
@@ -65,6 +75,10 @@ def test_the_readme_brain_image_commands_run_as_written(tmp_path: Path) -> None:
     encoding = json.loads((tmp_path / "eval/encoding/results.json").read_text())
     best = max(encoding["rows"], key=lambda r: r["median_r"])
     assert best["median_r"] > best["median_control_r"] + 0.2
+    learned = json.loads((tmp_path / "eval/factorised/results.json").read_text())
+    assert learned["model"] == "learned readout" and learned["test_images_in_training"] == 0
+    for row in learned["rows"]:  # fitted on the train images, scored on the held-out ones
+        assert row["median_r"] > row["median_control_r"] + 0.3
     rsa = json.loads((tmp_path / "eval/rsa/results.json").read_text())
     assert set(rsa["tables"]) == {"01", "02"}
     assert (tmp_path / "eval/report.html").stat().st_size > 10_000

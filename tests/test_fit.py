@@ -108,6 +108,8 @@ def test_every_shipped_config_is_exercised() -> None:
         "subject_layers",  # tests/test_subject_layers.py
         "fusion_pretrain",  # these two: tests/test_fusion.py
         "fusion_finetune",
+        "encode_factorised",  # these two: tests/test_encoding_readouts.py
+        "encode_attention",
     }
     assert {p.stem for p in CONFIGS.glob("*.yaml")} == tested
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import synthetic
-from synthetic_paired import write_paired_dataset
+from synthetic_paired import shard_two_ways, write_paired_dataset
 
 from neurotrain.datamodules.sharding import shard_dataset
 from neurotrain.train.cli import main
@@ -28,12 +28,7 @@ def paired(tmp_path_factory: pytest.TempPathFactory):
     """60 photographs x 3 repeats x 2 subjects; 42 train / 6 val / 12 test images."""
     root = tmp_path_factory.mktemp("paired")
     ds = write_paired_dataset(root, n_images=60, repeats=3)
-    out = root / "shards"
-    common = dict(stimuli=ds.stimuli, segment_seconds=60.0, dtype="float32")
-    shard_dataset([ds.bids_root], out, split_by="stimulus", split_ratios=(0.7, 0.1, 0.2), **common)
-    by_subject = root / "by_subject"
-    shard_dataset([ds.bids_root], by_subject, split_ratios=(0.5, 0.0, 0.5), **common)
-    return ds, out, by_subject
+    return (ds, *shard_two_ways(root, ds))
 
 
 def evaluate_args(ds, shards: Path, out: Path, *extra: str) -> list[str]:

@@ -12,6 +12,8 @@ groups as plain dicts, so a checkpoint loads with ``weights_only=True``.
 - `alignment`: `AlignmentModule` (symmetric InfoNCE with an image or a second signal);
 - `volume`: `VolumePretrainModule` (masked 3-D patch reconstruction of T1 volumes) and
   `VolumeClassifierModule` / `VolumeRegressorModule` on the same `VolumeEncoder`;
+- `encoding_readout`: `EncodingReadoutModule` (image network layer -> factorised or attention
+  readout -> each channel's response: a learned brain-encoding model);
 - `braindecode_classifier`: `BraindecodeClassifierModule`, braindecode's EEGNet, ShallowFBCSPNet and
   Deep4Net trained by the same loop and scored with the same metrics (the deep baselines).
 
@@ -22,6 +24,7 @@ Configs name them ``neurotrain.models.modules.PretrainModule`` (the older path
 from neurotrain.models.modules.alignment import AlignmentModule
 from neurotrain.models.modules.base import SIGNAL_KEYS, EncoderModule, encoder_config
 from neurotrain.models.modules.braindecode_classifier import BraindecodeClassifierModule
+from neurotrain.models.modules.encoding_readout import EncodingReadoutModule
 from neurotrain.models.modules.pretrain import PretrainModule
 from neurotrain.models.modules.supervised import ClassifierModule, RegressorModule, SupervisedModule
 from neurotrain.models.modules.volume import (
@@ -36,6 +39,7 @@ __all__ = [
     "BraindecodeClassifierModule",
     "ClassifierModule",
     "EncoderModule",
+    "EncodingReadoutModule",
     "PretrainModule",
     "RegressorModule",
     "SupervisedModule",

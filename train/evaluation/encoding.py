@@ -125,12 +125,21 @@ def encode(
             )[0].mean(0)
 
     r = fold_r.mean(axis=0)
-    ceiling = normalised = None
-    if y_repeats.ndim == 3 and y_repeats.shape[1] >= 2:
-        ceiling = np.sqrt(ncsnr_ceiling(ncsnr(y_repeats), n_average=y_repeats.shape[1]))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            normalised = np.where(ceiling > 0, r / ceiling, np.nan)
+    ceiling, normalised = ceiling_and_normalised(y_repeats, r)
     return EncodingResult(r, fold_r, fold_alphas, control_r, ceiling, normalised, weights, name)
+
+
+def ceiling_and_normalised(
+    y_repeats: np.ndarray, r: np.ndarray
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The noise ceiling on r ``[n_targets]`` of a score against the mean of the repeats
+    (``sqrt`` of the NCSNR ceiling on r²) and ``r / ceiling`` (NaN where the ceiling is 0); both
+    None without repeats. ``y_repeats``: ``[n_stimuli, n_repeats, n_targets]`` (or 2-D: none)."""
+    if y_repeats.ndim != 3 or y_repeats.shape[1] < 2:
+        return None, None
+    ceiling = np.sqrt(ncsnr_ceiling(ncsnr(y_repeats), n_average=y_repeats.shape[1]))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return ceiling, np.where(ceiling > 0, r / ceiling, np.nan)
 
 
 def _cross_validate(

@@ -10,11 +10,14 @@ averaged), with outer folds over images (``--folds``, seeded by ``--split-seed``
 scored by a model that saw it. Beside each score: the shuffled-feature control (feature rows
 permuted across images, same folds) and the noise ceiling from the repeated presentations
 (NCSNR; the score divided by it is the normalised score). Nothing is fitted before: the features
-come from the image model as loaded.
+come from the image model as loaded. A config whose model is a learned readout
+(``encode_factorised``, ``encode_attention``) is trained and scored on held-out images instead
+(``encoding_learned.py``), with the same outputs.
 
 Outputs in ``--out``: ``results.json`` (every target's r, control r, ceiling, alphas),
 ``results.md`` (median over targets per subject × layer), ``r_map_<subject>_<layer>.png`` (per-
-channel r, mean over time bins: a scalp topomap for EEG/MEG, bars for parcels and iEEG) and, with
+channel r, mean over time bins: a scalp topomap for EEG/MEG, a glass brain of parcel centroids for
+fMRI parcels, bars for iEEG and channels without positions) and, with
 W&B not disabled, the table and maps in an ``evaluate-encoding`` run.
 """
 
@@ -44,7 +47,15 @@ SENSOR_TYPES = ("eeg", "mag", "grad")
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    """``neurotrain evaluate --protocol encoding ...``: exit status 0, or 2 with the reason."""
+    """``neurotrain evaluate --protocol encoding ...``: exit status 0, or 2 with the reason.
+
+    A config whose model is a learned readout (`EncodingReadoutModule`: ``encode_factorised``,
+    ``encode_attention``) is fitted and scored on held-out images (``encoding_learned.py``);
+    any other config gives the epochs and the image model of the ridge encoding here."""
+    from neurotrain.train.evaluation import encoding_learned
+
+    if encoding_learned.is_learned(args.config, list(args.extra or [])):
+        return encoding_learned.run_from_args(args)
     try:
         inputs = load_inputs(
             args.config, list(args.extra or []), args.image_model, args.image_weights, args.layers
@@ -85,7 +96,7 @@ def evaluate_encoding(inputs: BrainImageInputs, out: Path, args: argparse.Namesp
                 "alphas": res.alphas.tolist(),
                 "per_channel_r": per_channel.tolist(),
             }
-            _r_map(per_channel, resp, out / f"r_map_{sub}_{layer}.png", f"sub-{sub}, {layer}")
+            r_map(per_channel, resp, out / f"r_map_{sub}_{layer}.png", f"sub-{sub}, {layer}")
     results = {
         "protocol": PROTOCOL,
         "command": shlex.join(sys.argv),
@@ -99,7 +110,9 @@ def evaluate_encoding(inputs: BrainImageInputs, out: Path, args: argparse.Namesp
     atomic_write_json(out / "results.json", results)
     atomic_write_text(out / "results.md", markdown(results))
     print(markdown(results))
-    _log_wandb(results, out, args.wandb_project)
+    log_encoding_wandb(
+        results, out, args.wandb_project, ("config", "image_model", "layers", "folds", "time_bins")
+    )
     return results
 
 
@@ -116,49 +129,85 @@ def markdown(results: dict[str, Any]) -> str:
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in results["rows"]:
-        ceiling = "–" if r["median_ceiling"] is None else f"{r['median_ceiling']:.3f}"
-        norm = "–" if "median_normalised" not in r else f"{r['median_normalised']:.3f}"
         lines.append(
             f"| {r['subject']} | {r['layer']} | {r['images']} | {r['repeats']} | {r['median_r']:.3f} | "
-            f"{r.get('median_control_r', float('nan')):.3f} | {ceiling} | {norm} |"
+            f"{r.get('median_control_r', float('nan')):.3f} | {ceiling_cells(r)} |"
         )
     return "\n".join(lines) + "\n"
 
 
-def _r_map(values: np.ndarray, resp: SubjectResponses, path: Path, title: str) -> None:
-    """Per-channel r as a scalp topomap (sensors with positions) or bars (parcels, contacts)."""
+def ceiling_cells(row: dict[str, Any]) -> str:
+    """A results row's last two table cells: the median noise ceiling and r / ceiling (– without)."""
+    ceiling = "–" if row["median_ceiling"] is None else f"{row['median_ceiling']:.3f}"
+    norm = "–" if "median_normalised" not in row else f"{row['median_normalised']:.3f}"
+    return f"{ceiling} | {norm}"
+
+
+def r_map(values: np.ndarray, resp: SubjectResponses, path: Path, title: str) -> str:
+    """Per-channel r as a picture, by what the channels are; returns which picture it drew.
+
+    ``"topomap"``: EEG/MEG sensors with positions, a scalp map (MNE); ``"parcels"``: fMRI parcels
+    (``bold``) with centroids, a glass brain with one marker per parcel centroid (nilearn's
+    ``plot_markers``; the centroids are in the atlas' world space, MNI for the shipped atlases);
+    ``"bars"``: anything else (iEEG contacts, parcels without positions)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sensors = all(t in SENSOR_TYPES for t in resp.types) and np.isfinite(resp.positions).all()
-    fig, ax = plt.subplots(figsize=(4.5, 4) if sensors else (max(4.0, 0.25 * len(values)), 3))
-    if sensors:
-        import mne
+    located = len(resp.positions) == len(values) and np.isfinite(resp.positions).all()
+    kind = "bars"
+    if located and all(t in SENSOR_TYPES for t in resp.types):
+        kind = "topomap"
+    elif located and all(t == "bold" for t in resp.types):
+        kind = "parcels"
+    if kind == "parcels":
+        from nilearn import plotting
 
-        names = [f"ch{i}" for i in range(len(values))]
-        info = mne.create_info(names, 100.0, "eeg")
-        montage = mne.channels.make_dig_montage(
-            dict(zip(names, resp.positions, strict=True)), coord_frame="head"
+        fig = plt.figure(figsize=(8, 3))
+        plotting.plot_markers(
+            values,
+            resp.positions * 1000.0,  # metres -> mm
+            node_cmap="RdBu_r",
+            node_vmin=-1.0,
+            node_vmax=1.0,
+            node_size=30,
+            display_mode="lzry",
+            figure=fig,
+            title=title,
+            colorbar=True,
         )
-        info.set_montage(montage, verbose="error")
-        im, _ = mne.viz.plot_topomap(values, info, axes=ax, show=False, cmap="RdBu_r", vlim=(-1, 1))
-        fig.colorbar(im, ax=ax, shrink=0.7, label="Pearson r")
     else:
-        ax.bar(np.arange(len(values)), values)
-        ax.set_xlabel("channel / parcel")
-        ax.set_ylabel("Pearson r")
-    ax.set_title(title)
-    fig.tight_layout()
+        fig, ax = plt.subplots(figsize=(4.5, 4) if kind == "topomap" else (max(4.0, 0.25 * len(values)), 3))
+        if kind == "topomap":
+            import mne
+
+            names = [f"ch{i}" for i in range(len(values))]
+            info = mne.create_info(names, 100.0, "eeg")
+            montage = mne.channels.make_dig_montage(
+                dict(zip(names, resp.positions, strict=True)), coord_frame="head"
+            )
+            info.set_montage(montage, verbose="error")
+            im, _ = mne.viz.plot_topomap(values, info, axes=ax, show=False, cmap="RdBu_r", vlim=(-1, 1))
+            fig.colorbar(im, ax=ax, shrink=0.7, label="Pearson r")
+        else:
+            ax.bar(np.arange(len(values)), values)
+            ax.set_xlabel("channel / parcel")
+            ax.set_ylabel("Pearson r")
+        ax.set_title(title)
+        fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=100)
     plt.close(fig)
     tmp.replace(path)
+    return kind
 
 
-def _log_wandb(results: dict[str, Any], out: Path, project: str) -> None:
-    """The table and the maps in one ``evaluate-encoding`` W&B run."""
+def log_encoding_wandb(
+    results: dict[str, Any], out: Path, project: str, config_keys: tuple[str, ...]
+) -> None:
+    """The table and the maps in one ``evaluate-encoding`` W&B run (``config_keys`` of the results
+    become the run's config)."""
     columns = ["subject", "layer", "median_r", "median_control_r", "median_ceiling"]
     rows = [[r.get(c) for c in columns] for r in results["rows"]]
 
@@ -169,5 +218,4 @@ def _log_wandb(results: dict[str, Any], out: Path, project: str) -> None:
             **{f"maps/{k}": v for k, v in maps.items()},
         }
 
-    config = {k: results[k] for k in ("config", "image_model", "layers", "folds", "time_bins")}
-    log_to_wandb(out, project, results["protocol"], config, logged)
+    log_to_wandb(out, project, results["protocol"], {k: results[k] for k in config_keys}, logged)

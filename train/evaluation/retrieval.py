@@ -45,7 +45,7 @@ import torch
 from jsonargparse import Namespace
 
 from neurotrain.datamodules.io.files import atomic_write_json, atomic_write_text
-from neurotrain.train.run.fit_once import fit_once, say
+from neurotrain.train.run.fit_once import fit_once, say, seeded_run_config
 
 PROTOCOL = "retrieval"
 TOPK = (1, 5)
@@ -102,19 +102,11 @@ def evaluate_retrieval(
     out = Path(out)
     seeds = list(seeds or [0])
     cfg = _check_config(config, list(overrides or []))
-    held_out = _check_held_out(_datamodule(cfg))  # before any fit: the shards must split by image
-    _claim(out, {"protocol": PROTOCOL, "config": str(config), "overrides": list(overrides or [])})
+    held_out = check_held_out(stage_datamodule(cfg))  # before any fit: the shards must split by image
+    claim_folder(out, {"protocol": PROTOCOL, "config": str(config), "overrides": list(overrides or [])})
     records = []
     for seed in seeds:
-        run_cfg = cfg.clone()
-        for key, value in {
-            "data.seed": seed,
-            "seed_everything": seed,
-            "group": f"evaluate-{PROTOCOL}",
-            "tags": ["evaluate", PROTOCOL, f"seed{seed}"],
-            "save_top_k": 0,
-        }.items():
-            run_cfg[key] = value
+        run_cfg = seeded_run_config(cfg, seed, PROTOCOL)
         say(f"retrieval: seed {seed}: fit on the train images")
         last = fit_once(out / "runs", f"seed{seed}", run_cfg)
         model, dm = _load(run_cfg, last)
@@ -351,7 +343,7 @@ def _check_config(config: str | Path, overrides: list[str]) -> Namespace:
     return cfg
 
 
-def _claim(out: Path, plan: dict[str, Any]) -> None:
+def claim_folder(out: Path, plan: dict[str, Any]) -> None:
     """``OUT/evaluate.json`` (as the other protocols): the fits a folder holds; a re-run with another config or other
     overrides is refused (its finished runs would be reused), other seeds or scoring options not."""
     path = out / "evaluate.json"
@@ -359,7 +351,7 @@ def _claim(out: Path, plan: dict[str, Any]) -> None:
         held = json.loads(path.read_text())
         if held != plan:
             raise RetrievalError(
-                f"{out} holds a retrieval evaluation of {held.get('config')} with overrides "
+                f"{out} holds a {held.get('protocol')} evaluation of {held.get('config')} with overrides "
                 f"{held.get('overrides')}; use another --out for {plan['config']} {plan['overrides']}"
             )
         return
@@ -376,10 +368,10 @@ def _load(cfg: Namespace, last: Path) -> tuple[Any, Any]:
     model = model_class(cfg)(**init)
     state, normalization = read_checkpoint(last)
     model.load_state_dict(state)
-    return model, _datamodule(cfg, normalization)
+    return model, stage_datamodule(cfg, normalization)
 
 
-def _datamodule(cfg: Namespace, normalization: dict[str, Any] | None = None) -> Any:
+def stage_datamodule(cfg: Namespace, normalization: dict[str, Any] | None = None) -> Any:
     """The config's data module (normalised as the fit was, when its table is given)."""
     from neurotrain.datamodules.loading.datamodule import ShardDataModule
 
@@ -391,12 +383,12 @@ def _datamodule(cfg: Namespace, normalization: dict[str, Any] | None = None) -> 
     return dm
 
 
-def _check_held_out(dm: Any) -> dict[str, Any]:
+def check_held_out(dm: Any, protocol: str = PROTOCOL) -> dict[str, Any]:
     """The test images and the proof that no training epoch shows one; refuses otherwise."""
     for path, manifest in zip(dm.datasets, dm.manifests, strict=True):
         if (manifest.get("splits") or {}).get("by") != "stimulus":
             raise RetrievalError(
-                f"{path}: sharded with a subject split; retrieval scores held-out images: "
+                f"{path}: sharded with a subject split; {protocol} scores held-out images: "
                 "re-shard with --split-by stimulus"
             )
     train = set(dm.epoch_stimuli("train").values())

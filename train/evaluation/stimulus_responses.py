@@ -38,10 +38,10 @@ class SubjectResponses:
     def binned(self, bins: int) -> np.ndarray:
         """Targets [n_stimuli, n_repeats, C * bins]: the mean of each channel over ``bins`` equal
         time spans (channel-major: target ``c * bins + b``)."""
+        from neurotrain.models.readouts import bin_edges  # the learned readouts' bins, exactly
+
         n, r, c, t = self.epochs.shape
-        if not 1 <= bins <= t:
-            raise ValueError(f"time bins must lie in 1..{t} (the epoch's samples), got {bins}")
-        edges = np.linspace(0, t, bins + 1).round().astype(int)
+        edges = bin_edges(t, bins)
         parts = [self.epochs[..., a:b].mean(-1) for a, b in zip(edges[:-1], edges[1:], strict=True)]
         return np.stack(parts, axis=-1).reshape(n, r, c * bins)
 

@@ -44,6 +44,24 @@ def fit_once(runs: Path, name: str, config: Namespace, checkpoint_every_n_steps:
     return last
 
 
+def seeded_run_config(config: Namespace, seed: int, protocol: str, *tags: str, **settings) -> Namespace:
+    """An evaluation's fit of ``config`` for training seed ``seed``: data and global seeds set,
+    grouped and tagged as ``evaluate-<protocol>``, no checkpoint kept but the last; ``settings``:
+    more dotted keys to set (``**{"model.init_args.x": 1}``)."""
+    cfg = config.clone()
+    values = {
+        "data.seed": seed,
+        "seed_everything": seed,
+        "group": f"evaluate-{protocol}",
+        "tags": ["evaluate", protocol, *tags, f"seed{seed}"],
+        "save_top_k": 0,
+        **settings,
+    }
+    for key, value in values.items():
+        cfg[key] = value
+    return cfg
+
+
 def say(message: str) -> None:
     """A progress line on stderr (stdout stays for tables and results)."""
     print(message, file=sys.stderr, flush=True)
