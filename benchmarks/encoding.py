@@ -5,7 +5,10 @@ targets, features and stimuli together): fit on 80% of the stimuli with a per-ta
 by 5-fold inner cross-validation over the same alphas, refit, predict the held-out 20% and score
 per-target Pearson r. Synthetic data (seeded): ``Y = X @ W + noise`` with a per-target SNR, float32.
 
-- ``ours``: `encoding.fit_ridge` (himalaya `RidgeCV`, numpy backend, or ``--backend torch_cuda``).
+- ``ours``: `encoding.fit_ridge` (numpy backend, or ``--backend torch_cuda``): himalaya's
+  `KernelRidgeCV` with a linear kernel here, as there are fewer training stimuli than features.
+- ``himalaya_primal``: himalaya's `RidgeCV` (the primal, an SVD of X) on the same folds and alphas:
+  what ``fit_ridge`` ran before, to show what the dual solve gains.
 - ``sklearn_kfold``: scikit-learn doing the same with the **same inner folds and alphas**. Its
   `RidgeCV` cannot: ``alpha_per_target=True`` is refused with ``cv`` other than None
   ("cv!=None and alpha_per_target=True are incompatible"), so this is `sklearn.linear_model.Ridge`
@@ -53,6 +56,22 @@ def run_ours(x_tr, y_tr, x_te, y_te, alphas, cv, backend: str):
         seconds = time.perf_counter() - t0
         best = to_numpy(model.best_alphas_)
     return seconds, best, r
+
+
+def run_primal(x_tr, y_tr, x_te, y_te, alphas, cv, backend: str):
+    """himalaya's primal `RidgeCV` (SVD of X) on the same folds: what ``fit_ridge`` ran before it
+    took the kernel (dual) solver for fewer stimuli than features."""
+    from himalaya.ridge import RidgeCV
+
+    from neurotrain.train.evaluation.encoding import himalaya_backend, pearson_r, to_numpy
+
+    with himalaya_backend(backend):
+        t0 = time.perf_counter()
+        model = RidgeCV(alphas=alphas, cv=cv, fit_intercept=True, solver_params={"warn": False})
+        model.fit(x_tr, y_tr)
+        r = pearson_r(y_te, to_numpy(model.predict(x_te)))
+        seconds = time.perf_counter() - t0
+    return seconds, to_numpy(model.best_alphas_), r
 
 
 def run_sklearn_kfold(x_tr, y_tr, x_te, y_te, alphas, cv):
@@ -106,6 +125,8 @@ def main() -> None:
     run_ours(x_tr[:50], y_tr[:50, :10], x_te[:10], y_te[:10, :10], alphas, cv, args.backend)  # warm-up
     t_ours, a_ours, r_ours = run_ours(x_tr, y_tr, x_te, y_te, alphas, cv, args.backend)
     print(f"ours ({args.backend}): {t_ours:.1f} s, median r {np.median(r_ours):.3f}")
+    t_primal, a_primal, r_primal = run_primal(x_tr, y_tr, x_te, y_te, alphas, cv, args.backend)
+    print(f"himalaya primal RidgeCV (same folds): {t_primal:.1f} s, median r {np.median(r_primal):.3f}")
     t_cv, a_cv, r_cv = run_sklearn_ridgecv(x_tr, y_tr, x_te, y_te, alphas)
     print(f"sklearn RidgeCV(alpha_per_target, leave-one-out): {t_cv:.1f} s, median r {np.median(r_cv):.3f}")
     result = {
@@ -117,11 +138,18 @@ def main() -> None:
         "n_alphas": len(alphas),
         "inner_folds": 5,
         "cpus": os.cpu_count(),
-        "seconds": {"ours": round(t_ours, 2), "sklearn_ridgecv": round(t_cv, 2)},
+        "seconds": {
+            "ours": round(t_ours, 2),
+            "himalaya_primal": round(t_primal, 2),
+            "sklearn_ridgecv": round(t_cv, 2),
+        },
         "sklearn_ridgecv_over_ours": round(t_cv / t_ours, 2),
+        "himalaya_primal_over_ours": round(t_primal / t_ours, 2),
+        "same_alpha_as_primal": round(float(np.isclose(a_primal, a_ours, rtol=1e-3).mean()), 4),
         "median_r": {
             "ours": round(float(np.median(r_ours)), 4),
             "sklearn_ridgecv": round(float(np.median(r_cv)), 4),
+            "himalaya_primal": round(float(np.median(r_primal)), 4),
         },
     }
     if not args.skip_kfold:
