@@ -164,6 +164,13 @@ def test_learned_encoding_refuses_bad_input(paired, tmp_path: Path, capsys, one_
     err = capsys.readouterr().err
     assert "layer9" in err and "resnet18" in err
     assert not (tmp_path / "b").exists()  # the model is built (and refused) before any fit
+    other_arch = _args(
+        "evaluate", "encode_factorised", ds, shards, tmp_path / "c", *quick, "--model.image_model=resnet34"
+    )
+    assert main(other_arch) == 2
+    err = capsys.readouterr().err
+    assert "weights.safetensors" in err and "resnet34" in err
+    assert not (tmp_path / "c").exists()
 
 
 @pytest.mark.parametrize("freeze", [True, False])

@@ -186,6 +186,29 @@ def test_mse_weight_adds_the_distance_to_the_image_embedding() -> None:
     assert torch.allclose(grads[0][1], grads[1][1]) and not torch.allclose(grads[0][0], grads[1][0])
 
 
+def test_shuffle_pairing_gives_each_signal_another_samples_image() -> None:
+    import torch
+
+    from neurotrain.models.modules import AlignmentModule
+    from neurotrain.models.synthetic import synthetic_signal_batch
+
+    torch.manual_seed(0)
+    batch = {**synthetic_signal_batch(6), "image": torch.randn(6, 3, 32, 32)}
+    kw = dict(encoder={"size": "tiny", "patch_size": 16}, image_model="test_vit", image_size=32, embed_dim=16)
+    model = AlignmentModule(**kw).eval()
+    paired = model.compute_loss(batch)
+    control = AlignmentModule(**kw, shuffle_pairing=True).eval()
+    control.load_state_dict(model.state_dict())
+    torch.manual_seed(1)
+    order = torch.randperm(6)
+    torch.manual_seed(1)
+    shuffled = control.compute_loss(batch)
+    assert not torch.equal(order, torch.arange(6))
+    assert torch.allclose(shuffled["z_a"], paired["z_a"])  # the signals as they were
+    assert torch.allclose(shuffled["z_b"], paired["z_b"][order])  # each meets another sample's image
+    assert not torch.allclose(shuffled["loss"], paired["loss"])
+
+
 def test_align_image_with_a_trainable_image_encoder_and_mse(paired, tmp_path: Path, one_thread) -> None:
     import torch
 

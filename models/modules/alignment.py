@@ -31,7 +31,9 @@ class AlignmentModule(SubjectAdaptation, EncoderModule):
     same config) on the batch keys prefixed ``pair_prefix``. ``freeze_pair`` keeps the second
     encoder fixed (e.g. pretrained image weights). ``mse_weight`` > 0 adds that weight times the squared
     distance of the signal's embedding to its image's (target detached), as MindEye2 adds an MSE
-    to the contrastive loss. Validation logs top-k retrieval accuracy over
+    to the contrastive loss. ``shuffle_pairing`` is the trained control: every training and
+    validation batch's second views are permuted before the loss, so nothing paired is learned
+    (``evaluate --protocol retrieval --trained-control``). Validation logs top-k retrieval accuracy over
     the whole validation set in both directions (signal->pair ``a2b``, pair->signal ``b2a``).
     ``subject_layers`` puts per-subject input layers before the signal encoder, so subjects with
     different channels share one aligned space (MindBridge); ``adapt_from`` + ``adapt_subjects``
@@ -55,6 +57,7 @@ class AlignmentModule(SubjectAdaptation, EncoderModule):
         temperature: float = 0.07,
         retrieval_k: list[int] | None = None,
         mse_weight: float = 0.0,
+        shuffle_pairing: bool = False,
         subject_layers: SubjectLayersConfig | None = None,
         adapt_from: str | None = None,
         adapt_subjects: list[str] | None = None,
@@ -86,6 +89,7 @@ class AlignmentModule(SubjectAdaptation, EncoderModule):
         if mse_weight < 0:
             raise ValueError(f"mse_weight must be >= 0, got {mse_weight}")
         self.mse_weight = float(mse_weight)
+        self.shuffle_pairing = bool(shuffle_pairing)
         self.alignment = ContrastiveAlignment(self.encoder.dim, self.pair_encoder.dim, embed_dim, temperature)
         self._embeddings: dict[str, list[tuple[Tensor, Tensor]]] = {}  # stage -> (z_a, z_b) per batch
         self.init_subject_layers(subject_layers, adapt_from, adapt_subjects, adapt_head)
@@ -99,7 +103,11 @@ class AlignmentModule(SubjectAdaptation, EncoderModule):
 
     def compute_loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         pooled_a = self.encoder(self.adapt_input(batch)).pooled  # [B, Da] (subject layers first)
-        pooled_b = self.pair_encoder(self.pair_batch(batch)).pooled  # [B, Db]
+        view = self.pair_batch(batch)
+        if self.shuffle_pairing:  # the control: each signal meets another sample's second view
+            order = torch.randperm(pooled_a.shape[0], device=pooled_a.device)
+            view = {k: v[order] for k, v in view.items()}
+        pooled_b = self.pair_encoder(view).pooled  # [B, Db]
         loss, z_a, z_b = self.alignment(pooled_a, pooled_b)
         out = {"loss": loss, "z_a": z_a, "z_b": z_b}
         if self.mse_weight > 0:  # MindEye2-like: pull the brain embedding onto the image's

@@ -23,7 +23,13 @@ run stops when one test image is in a training epoch). For each training seed:
 4. the shuffled-pairing control: the same embeddings scored after the image <-> brain pairing is
    permuted at random (``CONTROL_PERMUTATIONS`` permutations, seeded; mean and 2.5-97.5 %
    range). Its expected top-k is ``k / n`` for any embeddings, so it checks the scoring itself:
-   a control above chance means a leak in the scoring, not learning.
+   a control above chance means a leak in the scoring, not learning;
+5. with ``--trained-control``, the stronger control: the same config fitted with the same seed on
+   shuffled pairs (``model.shuffle_pairing``: every training and validation batch's images
+   permuted before the loss, ``OUT/runs/control_seed<S>``) and scored like the model. It sees the
+   same epochs and images with the pairing broken, so it should stay near chance; above chance it
+   would point at something other than the pairing (e.g. test images told apart by their epochs'
+   position in the recording).
 
 ``OUT/results.json`` holds every seed's scores, the means over seeds, the chance levels, the
 control, the test images, the check that they are held out, and the command; ``OUT/results.md``
@@ -66,6 +72,12 @@ def add_retrieval_arguments(p: argparse.ArgumentParser) -> None:
         help="retrieval: candidates per query, N (default: all test images)",
     )
     p.add_argument(
+        "--trained_control",
+        "--trained-control",
+        action="store_true",
+        help="retrieval: also fit the config on shuffled brain-image pairs and score it (one more fit per seed)",
+    )
+    p.add_argument(
         "--average_repeats",
         "--average-repeats",
         action="store_true",
@@ -83,6 +95,7 @@ def run_from_args(args: argparse.Namespace) -> int:
             candidates=args.candidates,
             average_repeats=args.average_repeats,
             overrides=args.extra,
+            trained_control=args.trained_control,
         )
     except RetrievalError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -97,8 +110,10 @@ def evaluate_retrieval(
     candidates: int | None = None,
     average_repeats: bool = False,
     overrides: list[str] | None = None,
+    trained_control: bool = False,
 ) -> dict[str, Any]:
-    """Fit ``config`` once per seed on the train images and score retrieval on the test images."""
+    """Fit ``config`` once per seed on the train images and score retrieval on the test images;
+    ``trained_control``: fit it on shuffled pairs too (``shuffle_pairing``) and score that."""
     out = Path(out)
     seeds = list(seeds or [0])
     cfg = _check_config(config, list(overrides or []))
@@ -113,6 +128,17 @@ def evaluate_retrieval(
         emb = embed_stage(model, dm, "test")
         scores = retrieval_scores(emb, candidates, average_repeats, seed)
         scores["control"] = shuffled_control(emb, candidates, average_repeats, seed)
+        if trained_control:
+            say(f"retrieval: seed {seed}: the control, fit on shuffled pairs")
+            control_cfg = seeded_run_config(
+                cfg, seed, PROTOCOL, "control", **{"model.init_args.shuffle_pairing": True}
+            )
+            control_last = fit_once(out / "runs", f"control_seed{seed}", control_cfg)
+            control_model, control_dm = _load(control_cfg, control_last)
+            control_emb = embed_stage(control_model, control_dm, "test")
+            scores["trained_control"] = retrieval_scores(control_emb, candidates, average_repeats, seed)[
+                "scores"
+            ]
         records.append({"seed": seed, "run": str(out / "runs" / f"seed{seed}"), **held_out, **scores})
     results = {
         "protocol": PROTOCOL,
@@ -278,6 +304,8 @@ def _mean_over_seeds(records: list[dict[str, Any]]) -> dict[str, dict[str, float
         vals = [r["scores"][key] for r in records]
         ctrl = [r["control"]["mean"][key] for r in records]
         out[key] = {"mean": float(np.mean(vals)), "std": float(np.std(vals)), "control": float(np.mean(ctrl))}
+        if all("trained_control" in r for r in records):
+            out[key]["trained_control"] = float(np.mean([r["trained_control"][key] for r in records]))
     return out
 
 
@@ -316,6 +344,12 @@ def markdown(results: dict[str, Any]) -> str:
     lines.append(
         "| control: shuffled pairing | " + " | ".join(f"{mean[c]['control']:.3f}" for c in cols) + " |"
     )
+    if all("trained_control" in v for v in mean.values()):
+        lines.append(
+            "| control: trained on shuffled pairs | "
+            + " | ".join(f"{mean[c]['trained_control']:.3f}" for c in cols)
+            + " |"
+        )
     lines.append("| chance | " + " | ".join(f"{chance[c.split('_')[0]]:.3f}" for c in cols) + " |")
     return "\n".join(lines) + "\n"
 
