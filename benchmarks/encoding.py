@@ -5,7 +5,8 @@ targets, features and stimuli together): fit on 80% of the stimuli with a per-ta
 by 5-fold inner cross-validation over the same alphas, refit, predict the held-out 20% and score
 per-target Pearson r. Synthetic data (seeded): ``Y = X @ W + noise`` with a per-target SNR, float32.
 
-- ``ours``: `encoding.fit_ridge` (numpy backend, or ``--backend torch_cuda``): himalaya's
+- ``ours``: `encoding.fit_ridge` on himalaya's backend ``--backend`` (``auto``: ``torch_cuda``
+  with a GPU, else ``torch`` on the CPU; ``numpy`` measured too as ``ours_numpy``): himalaya's
   `KernelRidgeCV` with a linear kernel here, as there are fewer training stimuli than features.
 - ``himalaya_primal``: himalaya's `RidgeCV` (the primal, an SVD of X) on the same folds and alphas:
   what ``fit_ridge`` ran before, to show what the dual solve gains.
@@ -17,9 +18,10 @@ per-target Pearson r. Synthetic data (seeded): ``Y = X @ W + noise`` with a per-
 - ``sklearn_ridgecv``: `sklearn.linear_model.RidgeCV(alphas, alpha_per_target=True)` as shipped:
   its efficient leave-one-out (GCV) shortcut, i.e. **different folds** (leave-one-out), same alphas.
 
-    python benchmarks/encoding.py [--scale 1.0] [--backend numpy] [--skip-kfold]
+    python benchmarks/encoding.py [--scale 1.0] [--backend auto] [--skip-kfold]
 
-Figures: seconds of each (fit + predict + score), ``sklearn_kfold / ours`` and
+Figures: seconds of each (fit + predict + score; the median of ``--repeats`` runs, 3 by default,
+except the slow scikit-learn k-fold loop, run once), ``sklearn_kfold / ours`` and
 ``sklearn_ridgecv / ours``, the share of targets where ours and sklearn_kfold chose the same alpha
 (same folds, same criterion: should be ~1), and the median held-out r of each. The last line is
 one JSON object.
@@ -102,6 +104,12 @@ def run_sklearn_ridgecv(x_tr, y_tr, x_te, y_te, alphas):
     return time.perf_counter() - t0, np.asarray(model.alpha_), r
 
 
+def median_run(repeats: int, fn, *args):
+    """``fn(*args)`` ``repeats`` times: (the median seconds, and the last run's alphas and r)."""
+    runs = [fn(*args) for _ in range(max(1, repeats))]
+    return float(np.median([r[0] for r in runs])), runs[-1][1], runs[-1][2]
+
+
 def main() -> None:
     from sklearn.model_selection import KFold
 
@@ -109,7 +117,10 @@ def main() -> None:
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--scale", type=float, default=1.0, help="shrink targets, features and stimuli together")
-    p.add_argument("--backend", default="numpy", help="himalaya backend of ours: numpy, torch_cuda, auto")
+    p.add_argument(
+        "--backend", default="auto", help="himalaya backend: auto (torch_cuda, else torch), numpy, torch"
+    )
+    p.add_argument("--repeats", type=int, default=3, help="runs of each fast method; the median time is kept")
     p.add_argument("--skip-kfold", action="store_true", help="leave out the slow sklearn k-fold loop")
     args = p.parse_args()
 
@@ -123,11 +134,14 @@ def main() -> None:
           f"{len(alphas)} alphas, 5 inner folds; {os.cpu_count()} CPUs")  # fmt: skip
 
     run_ours(x_tr[:50], y_tr[:50, :10], x_te[:10], y_te[:10, :10], alphas, cv, args.backend)  # warm-up
-    t_ours, a_ours, r_ours = run_ours(x_tr, y_tr, x_te, y_te, alphas, cv, args.backend)
+    data = (x_tr, y_tr, x_te, y_te, alphas)
+    t_ours, a_ours, r_ours = median_run(args.repeats, run_ours, *data, cv, args.backend)
     print(f"ours ({args.backend}): {t_ours:.1f} s, median r {np.median(r_ours):.3f}")
-    t_primal, a_primal, r_primal = run_primal(x_tr, y_tr, x_te, y_te, alphas, cv, args.backend)
+    t_np, _, _ = median_run(args.repeats, run_ours, *data, cv, "numpy")
+    print(f"ours (numpy backend): {t_np:.1f} s")
+    t_primal, a_primal, r_primal = median_run(args.repeats, run_primal, *data, cv, args.backend)
     print(f"himalaya primal RidgeCV (same folds): {t_primal:.1f} s, median r {np.median(r_primal):.3f}")
-    t_cv, a_cv, r_cv = run_sklearn_ridgecv(x_tr, y_tr, x_te, y_te, alphas)
+    t_cv, a_cv, r_cv = median_run(args.repeats, run_sklearn_ridgecv, *data)
     print(f"sklearn RidgeCV(alpha_per_target, leave-one-out): {t_cv:.1f} s, median r {np.median(r_cv):.3f}")
     result = {
         "n_stimuli": n_stimuli,
@@ -137,9 +151,11 @@ def main() -> None:
         "backend": args.backend,
         "n_alphas": len(alphas),
         "inner_folds": 5,
+        "repeats": args.repeats,
         "cpus": os.cpu_count(),
         "seconds": {
             "ours": round(t_ours, 2),
+            "ours_numpy": round(t_np, 2),
             "himalaya_primal": round(t_primal, 2),
             "sklearn_ridgecv": round(t_cv, 2),
         },

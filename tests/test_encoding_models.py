@@ -87,7 +87,7 @@ def test_encoding_approaches_the_ceiling_and_the_shuffled_control_does_not(sims,
     n_targets = sim.responses.shape[2]
     assert res.r.shape == res.control_r.shape == res.ceiling.shape == (n_targets,)
     assert res.alphas.shape == res.fold_r.shape == (5, n_targets)
-    assert res.backend == "numpy"
+    assert res.backend == ("torch_cuda" if __import__("torch").cuda.is_available() else "torch")  # "auto"
 
     of_true_ceiling = res.r / np.sqrt(sim.ceiling)
     assert np.median(of_true_ceiling) >= (0.9 if generator == "gabor" else 0.8)
@@ -127,15 +127,17 @@ def test_banded_ridge_gives_the_generating_space_the_weight(sims):
     assert np.median(both.r) > np.median(alone.r) - 0.05
 
 
-def test_backend_auto_is_numpy_on_cpu_and_is_restored(sims):
+def test_backend_auto_is_torch_on_cpu_and_is_restored(sims):
     import torch
     from himalaya.backend import get_backend
 
     before = get_backend().name
     sim = sims["cnn"]
     res = encode(sim.features["cnn"], sim.responses[:, :, :10], n_folds=3, control=False, backend="auto")
-    assert res.backend == ("torch_cuda" if torch.cuda.is_available() else "numpy")
+    assert res.backend == ("torch_cuda" if torch.cuda.is_available() else "torch")
     assert get_backend().name == before
+    plain = encode(sim.features["cnn"], sim.responses[:, :, :10], n_folds=3, control=False, backend="numpy")
+    np.testing.assert_allclose(res.r, plain.r, atol=1e-4)  # the same solution on either backend
 
 
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="the torch_cuda backend needs a GPU")
