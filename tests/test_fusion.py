@@ -266,6 +266,21 @@ def test_fusion_pretrain_runs_with_fast_dev_run(small: dict[str, Any], tmp_path:
     assert {"train/loss", "train/loss_t1", "train/loss_fmri"} <= set(cli.trainer.logged_metrics)
 
 
+def test_a_fusion_config_parses_like_the_others_and_runs_from_the_parsed_config(
+    small: dict[str, Any], tmp_path: Path
+) -> None:
+    """What evaluate, sweeps and quickstart do: `load_config`, change keys, `build_cli(cfg)`."""
+    from neurotrain.train.run.lightning_cli import load_config
+
+    argv = cli_args("fusion_pretrain", small["shards"], tmp_path, "parsed", "--data.batch_size=4")
+    cfg = load_config(argv)
+    assert cfg["data.class_path"].endswith("PairedModalityDataModule")
+    assert load_config(["--config", "eeg_pretrain"])["data.batch_size"]  # the ShardDataModule schema still
+    cfg["trainer.fast_dev_run"] = 1
+    cli = build_cli(cfg)
+    assert isinstance(cli.datamodule, PairedModalityDataModule) and cli.trainer.global_step == 1
+
+
 def test_fusion_finetune_starts_from_the_pretrained_checkpoint(
     small: dict[str, Any], pretrained: Path, tmp_path: Path
 ) -> None:

@@ -48,7 +48,7 @@ def test_validate_parses_once_and_neither_seeds_nor_says_so(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO)  # Lightning logs "Seed set to N" at INFO
-    monkeypatch.setattr(lightning_cli, "_CONFIG_CLI", [])  # build the parse-only CLI here, as a fresh process
+    monkeypatch.setattr(lightning_cli, "_CONFIG_CLI", {})  # build the parse-only CLI here, as a fresh process
     built = []
     init = lightning_cli._ConfigOnly.__init__
     monkeypatch.setattr(
@@ -68,13 +68,13 @@ def test_validate_parses_once_and_neither_seeds_nor_says_so(
 def test_reused_parser_gives_the_config_a_fresh_one_gives(monkeypatch: pytest.MonkeyPatch) -> None:
     a = ["fit", "--config", str(PRETRAIN), "--model.optimizer.lr=0.002"]
     b = ["--config", str(PRETRAIN), "--model.mask_ratio=0.7", "--seed_everything=7"]
-    monkeypatch.setattr(lightning_cli, "_CONFIG_CLI", [])
+    monkeypatch.setattr(lightning_cli, "_CONFIG_CLI", {})
     first, other, again = (
         lightning_cli.load_config(a),
         lightning_cli.load_config(b),
         lightning_cli.load_config(a),
     )
-    monkeypatch.setattr(lightning_cli, "_CONFIG_CLI", [])
+    monkeypatch.setattr(lightning_cli, "_CONFIG_CLI", {})
     fresh = lightning_cli.load_config(a)
     assert first == again == fresh and first is not again
     assert first["seed_everything"] == 0 and other["seed_everything"] == 7  # as parsed, not consumed

@@ -433,7 +433,9 @@ def build_cli(args: list[str] | Namespace) -> NeurotrainCLI:
             # Called from Python (quickstart, tests) argv is not sys.argv, which LightningCLI warns about.
             warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
             quiet_lightning()  # Lightning's messages that ask nothing of the user, by message
-            subclass_data = isinstance(args, list) and data_names_a_class(args)
+            subclass_data = (
+                data_names_a_class(args) if isinstance(args, list) else bool(args.get("fit.data.class_path"))
+            )
             return NeurotrainCLI(
                 model_class=pl.LightningModule,
                 subclass_mode_model=True,
@@ -501,7 +503,7 @@ class _ConfigOnly(NeurotrainCLI):
         return self.config
 
 
-_CONFIG_CLI: list[_ConfigOnly] = []  # the one parse-only CLI of this process, once built
+_CONFIG_CLI: dict[bool, _ConfigOnly] = {}  # the parse-only CLIs of this process (data named by class or not)
 _CONFIG_LOCK = threading.Lock()  # its parse hook keeps the config on the instance
 
 
@@ -516,22 +518,24 @@ def load_config(argv: list[str]) -> Namespace:
     an exit.
     """
     argv = resolve_config_args(argv[1:] if argv[:1] and argv[0] in COMMANDS else argv)
+    subclass_data = data_names_a_class(argv)  # as build_cli decides: fusion configs name their data class
     with _CONFIG_LOCK, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*args parameter is intended.*")
-        if _CONFIG_CLI:
-            return _CONFIG_CLI[0].config_of(argv)
+        if subclass_data in _CONFIG_CLI:
+            return _CONFIG_CLI[subclass_data].config_of(argv)
         strategies.register_strategies()
         cli = _ConfigOnly(
             model_class=pl.LightningModule,
             subclass_mode_model=True,
-            datamodule_class=ShardDataModule,
+            datamodule_class=pl.LightningDataModule if subclass_data else ShardDataModule,
+            subclass_mode_data=subclass_data,
             args=argv,
             run=False,
             seed_everything_default=False,
             parser_kwargs={"prog": "neurotrain", "default_env": False, "exit_on_error": False},
             auto_configure_optimizers=False,
         )
-        _CONFIG_CLI.append(cli)
+        _CONFIG_CLI[subclass_data] = cli
         return cli.config
 
 
