@@ -31,6 +31,21 @@ def test_shuffled_labels_permute_training_labels_within_subject_only() -> None:
     assert shuffled_selection(fold.selection, EVENTS, seed=1) != sel
 
 
+def test_a_shuffled_subject_agrees_with_its_truth_as_often_as_chance_would() -> None:
+    """12 balanced epochs: a plain permutation agrees on 5.45 of them on average (correlation
+    -1/11, which a good decoder turns into below-chance scores); the control's agrees on 6."""
+    from neurotrain.train.evaluation.controls import decorrelated_permutation
+
+    events = [{"subject": "s01", "event": f"e{i:02d}", "label": i % 2} for i in range(12)]
+    truth = [e["label"] for e in events]
+    for seed in range(50):
+        shuffled = decorrelated_permutation(events, seed)
+        assert sorted(shuffled) == sorted(truth)  # a permutation: the class counts kept
+        assert sum(a == b for a, b in zip(shuffled, truth, strict=True)) == 6
+    three = [{"subject": "s", "event": f"e{i:02d}", "label": i % 3} for i in range(30)]  # 10 each
+    assert sum(a == b["label"] for a, b in zip(decorrelated_permutation(three, 0), three, strict=True)) == 10
+
+
 def test_shuffled_labels_of_a_within_subject_fold_cover_its_training_events() -> None:
     fold = plan_folds(EVENTS, "within-subject", 3, seed=0)[0]
     sel = shuffled_selection(fold.selection, EVENTS, seed=0)

@@ -130,8 +130,10 @@ def test_cross_subject_evaluation_of_fmri_blocks_beats_its_shuffled_label_contro
     shuffled = results["controls"]["controls"]["shuffled labels"]["score"]["estimate"]
     print(f"fmri_finetune cross-subject balanced accuracy {encoder:.3f}, shuffled labels {shuffled:.3f}")
     # Task blocks raise two of the four parcels: decodable on unseen subjects (measured 1.0). The
-    # control must not be above chance (a leak would put it there); measured 0.125, *below*: a
-    # permutation of 12 balanced labels within a subject anti-correlates with them (expected r
-    # -1/11), and a model that separates the classes perfectly turns that into anti-prediction.
-    assert encoder > 0.85 and shuffled < 0.65 and encoder - shuffled > 0.3, (encoder, shuffled)
+    # control must not be above chance (a leak would put it there). With plain permutations it
+    # measured 0.125, *below*: a permutation of 12 balanced labels within a subject anti-correlates
+    # with them (expected r -1/11), which a model that separates the classes turns into
+    # anti-prediction; the control's permutations now agree with the truth on 6 of 12 (no
+    # correlation), measured 0.361: one network fit on 24 training blocks, so still far from 0.5.
+    assert encoder > 0.85 and 0.25 < shuffled < 0.65 and encoder - shuffled > 0.3, (encoder, shuffled)
     assert np.isclose(results["intervals"]["chance"], 0.5)
