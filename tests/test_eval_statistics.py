@@ -189,3 +189,22 @@ def test_interval_is_the_percentile_of_the_stratified_paired_bootstrap(metric):
     want = _reference(a, b, metric, n_resamples=80, seed=33)
     assert got.as_dict() == pytest.approx(want.as_dict(), abs=1e-12)
     assert got.low < got.high
+
+
+def test_resampling_seeds_widens_the_interval_by_their_spread_only():
+    """One fold, 5 "seeds" (a control's label permutations) scoring 0.40-0.60 on the same epochs:
+    the two-level interval holds that spread; seeds that agree leave the interval as it was."""
+    y = labels(n=400, folds=1)[0]
+    rng = np.random.default_rng(3)
+    ids = tuple(f"e{i}" for i in range(len(y)))
+    spread = [
+        FoldPredictions(0, s, ids, y, np.where(rng.random(len(y)) < p, y, 1 - y))
+        for s, p in enumerate((0.40, 0.45, 0.50, 0.55, 0.60))
+    ]
+    flat = score_interval(spread)
+    two_level = score_interval(spread, resample_seeds=True)
+    assert two_level.estimate == flat.estimate  # the same mean over seeds
+    assert (two_level.high - two_level.low) > 1.5 * (flat.high - flat.low)
+    assert two_level.low < two_level.estimate < two_level.high
+    same = [FoldPredictions(0, s, ids, y, spread[2].y_pred) for s in range(5)]
+    assert score_interval(same, resample_seeds=True) == score_interval(same)

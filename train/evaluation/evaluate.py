@@ -702,7 +702,8 @@ def _controls(
         first = min(fp.seed for fp in preds)
         labels = [y for fp in preds if fp.seed == first for y in fp.y_true]
         chance = chance_level(labels)
-        score = score_interval(preds)
+        # the shuffled labels' seeds are label permutations: their spread belongs in the interval
+        score = score_interval(preds, resample_seeds=control == "shuffled labels")
         result["controls"][control] = {
             "score": score.as_dict(),
             "chance": chance,
