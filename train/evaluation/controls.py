@@ -16,7 +16,9 @@ Two controls, run for the best method of an evaluation on every fold run it was 
 
 The permutation is seeded (``"<seed>:<event>"`` sha256 orderings, as the folds) and goes to the
 datamodule through the selection's ``labels`` rule, so every method reads the same shuffled
-labels. A control's verdict: "at chance" when its 95% interval contains the chance level.
+labels. A control's verdict: "at chance" when its 95% interval contains the chance level; the
+shuffled-label interval resamples the permutations as well as the epochs
+(``statistics.score_interval(resample_seeds=True)``).
 
     sel = shuffled_selection(fold.selection, events, seed=0)
     tmin, tmax = prestimulus_window(0.0, 0.75)      # (-0.75, 0.0)
