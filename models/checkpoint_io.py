@@ -159,11 +159,15 @@ def load_encoder_weights(
     return normalization
 
 
-def read_hyperparameters(path: str | Path) -> dict[str, Any]:
-    """The ``hyper_parameters`` a Lightning checkpoint saved (weights-only load); {} without."""
-    checkpoint = safe_load(Path(path))
-    hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
-    return dict(hparams or {})
+def read_fitted(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any] | None, dict[str, Any]]:
+    """(state dict, normalisation or None, ``hyper_parameters`` or {}) of a Lightning/torch
+    checkpoint file, from one weights-only read (``safe_load``)."""
+    path = Path(path)
+    checkpoint = safe_load(path)
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f"{path} is not a checkpoint dict (got {type(checkpoint).__name__})")
+    state = checkpoint.get("state_dict", checkpoint)
+    return state, checkpoint.get("normalization"), dict(checkpoint.get("hyper_parameters") or {})
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any] | None]:
@@ -184,11 +188,8 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]
             metadata = handle.metadata() or {}
         normalization = json.loads(metadata["normalization"]) if "normalization" in metadata else None
         return load_file(str(path), device="cpu"), normalization
-    checkpoint = safe_load(path)
-    if not isinstance(checkpoint, dict):
-        raise CheckpointError(f"{path} is not a checkpoint dict (got {type(checkpoint).__name__})")
-    state = checkpoint.get("state_dict", checkpoint)
-    return state, checkpoint.get("normalization")
+    state, normalization, _ = read_fitted(path)
+    return state, normalization
 
 
 def _import_global(path: Path, name: str) -> Any:

@@ -242,3 +242,31 @@ def test_align_image_with_a_trainable_image_encoder_and_mse(paired, tmp_path: Pa
     cli = build_cli([*frozen, "--run_name=frozen"])
     assert cli.trainer.global_step == 2
     assert torch.equal(cli.model.pair_encoder.model.state_dict()["conv1.weight"], loaded["conv1.weight"])
+
+
+def test_a_fitted_alignment_with_subject_layers_loads_for_scoring(paired, tmp_path: Path, one_thread) -> None:
+    """The subject layers are built from the data when the fit starts; scoring rebuilds them from
+    the checkpoint's saved arguments (the config alone leaves their subjects open)."""
+    from neurotrain.train.evaluation.retrieval import load_fitted
+    from neurotrain.train.run.lightning_cli import load_config
+
+    ds, shards, _ = paired
+    args = [
+        "--config",
+        str(CONFIGS / "align_image.yaml"),
+        f"--data.datasets=[{shards}]",
+        "--data.num_workers=0",
+        "--data.image_size=32",
+        f"--model.image_weights={ds.weights}",
+        '--model.subject_layers={"channels": 8}',
+        "--trainer.accelerator=cpu",
+        "--trainer.enable_progress_bar=false",
+        f"--trainer.default_root_dir={tmp_path}",
+        "--run_name=layers",
+        "--trainer.max_steps=2",
+        "--trainer.limit_val_batches=1",
+    ]
+    build_cli(["fit", *args])
+    model, dm = load_fitted(load_config(args), tmp_path / "layers" / "checkpoints" / "last.ckpt")
+    assert model.subject_layers.subjects == ["01", "02"] and model.subject_layers.channels == 8
+    assert dm.epoch_stimuli("test")

@@ -31,6 +31,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import measure_flops
 from torch import Tensor, nn
+from torchmetrics.functional import pearson_corrcoef
 
 from neurotrain.models.image_features import ImageFeatureExtractor
 from neurotrain.models.optim import OptimizerConfig, adamw_with_schedule, optimizer_config, param_groups
@@ -91,6 +92,7 @@ class EncodingReadoutModule(pl.LightningModule):
             self.backbone.eval()
         self.readouts = nn.ModuleDict()
         self.flops_per_batch: int | None = None  # what Lightning's ThroughputMonitor reads
+        self._held: dict[str, list[tuple[Tensor, Tensor, Tensor]]] = {}  # stage -> (pred, target, mask)
         self._image_flops = 0
         if subjects is not None and channel_slots is not None and input_size is not None:
             self.build_readouts(subjects, channel_slots, input_size)
@@ -239,11 +241,6 @@ class EncodingReadoutModule(pl.LightningModule):
         mask = self.targets(batch, out["pred"].shape[1])[1]
         self._held.setdefault(stage, []).append((out["pred"], out["target"], mask))
 
-    def on_validation_epoch_start(self) -> None:
-        self._held = {}
-
-    on_test_epoch_start = on_validation_epoch_start
-
     def on_validation_epoch_end(self) -> None:
         self._log_median_r("val")
 
@@ -251,7 +248,7 @@ class EncodingReadoutModule(pl.LightningModule):
         self._log_median_r("test")
 
     def _log_median_r(self, stage: str) -> None:
-        held = getattr(self, "_held", {}).pop(stage, [])
+        held = self._held.pop(stage, [])
         if not held:
             return
         pred = torch.cat([p for p, _, _ in held]).flatten(1)  # [N, C * bins]
@@ -259,7 +256,8 @@ class EncodingReadoutModule(pl.LightningModule):
         real = torch.cat([m for _, _, m in held]).all(0).repeat_interleave(self.hparams.time_bins)
         if pred.shape[0] < 3 or not real.any():
             return
-        self.log(f"{stage}/median_r", pearson_per_target(pred[:, real], target[:, real]).median())
+        r = pearson_corrcoef(pred[:, real], target[:, real]).nan_to_num()  # [targets]; constant -> 0
+        self.log(f"{stage}/median_r", r.median())
 
     def _training_flops(self, batch_size: int) -> int:
         """The image network's forward (measured once per image: ``measure_flops``), ×3 when it
@@ -272,11 +270,3 @@ class EncodingReadoutModule(pl.LightningModule):
     def configure_optimizers(self) -> dict:
         groups = param_groups(self, self.optimizer_config.lr, self.optimizer_config.weight_decay)
         return adamw_with_schedule(self, groups, self.optimizer_config)
-
-
-def pearson_per_target(pred: Tensor, target: Tensor) -> Tensor:
-    """Pearson r per column of ``[N, T]`` tensors (0 where either is constant)."""
-    p = pred - pred.mean(0)
-    t = target - target.mean(0)
-    denom = (p.norm(dim=0) * t.norm(dim=0)).clamp_min(1e-12)
-    return (p * t).sum(0) / denom

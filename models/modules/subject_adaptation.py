@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from neurotrain.models.checkpoint_io import read_checkpoint, read_hyperparameters
+from neurotrain.models.checkpoint_io import read_fitted
 from neurotrain.models.subject_layers import (
     SubjectLayers,
     SubjectLayersConfig,
@@ -62,7 +62,8 @@ class SubjectAdaptation:
             return
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None  # type: ignore[attr-defined]
         if self.adapt_from is not None:
-            saved = read_hyperparameters(self.adapt_from).get("subject_layers") or {}
+            state, normalization, hparams = read_fitted(self.adapt_from)  # one read of the checkpoint
+            saved = hparams.get("subject_layers") or {}
             subjects = list(saved.get("subjects") or [])
             in_channels = saved.get("in_channels") or cfg.in_channels
         else:
@@ -72,16 +73,15 @@ class SubjectAdaptation:
             raise ValueError("subject_layers.in_channels is unknown: set it or fit with a ShardDataModule")
         self.subject_layers = SubjectLayers(subjects, int(in_channels), cfg.channels)
         if self.adapt_from is not None:
-            self._adapt()
+            self._adapt(state, normalization)
         self.hparams["subject_layers"] = {  # type: ignore[attr-defined]
             "channels": cfg.channels,
             "subjects": self.subject_layers.subjects,
             "in_channels": self.subject_layers.in_channels,
         }
 
-    def _adapt(self) -> None:
-        """Load every weight of ``adapt_from``, add the new subjects' layers, freeze the rest."""
-        state, normalization = read_checkpoint(self.adapt_from)
+    def _adapt(self, state: dict[str, Any], normalization: dict[str, Any] | None) -> None:
+        """Load every weight of ``adapt_from`` (``state``), add the new subjects' layers, freeze the rest."""
         self.load_state_dict(state, strict=True)  # type: ignore[attr-defined]
         self.normalization = normalization or self.normalization
         layers = self.subject_layers

@@ -34,11 +34,12 @@ from jsonargparse import Namespace
 
 from neurotrain.datamodules.io.files import atomic_write_json, atomic_write_text
 from neurotrain.train.evaluation.encoding import ceiling_and_normalised, fit_ridge, pearson_r, to_numpy
-from neurotrain.train.evaluation.encoding_protocol import ceiling_cells, log_encoding_wandb, r_map
+from neurotrain.train.evaluation.encoding_protocol import log_encoding_wandb, r_map, score_table
 from neurotrain.train.evaluation.retrieval import (
     RetrievalError,
     check_held_out,
     claim_folder,
+    load_fitted,
     stage_datamodule,
 )
 from neurotrain.train.evaluation.stimulus_responses import StimulusResponses, collect, kept
@@ -86,6 +87,8 @@ def evaluate_learned(
     readout, bins = str(init["readout"]), int(init["time_bins"])
     rows, detail = [], {}
     ridge: dict[str, dict[str, np.ndarray]] | None = None
+    plain = stage_datamodule(_without_images(cfg))  # the responses, as every fit read them
+    responses = collect(plain, "test")
     for seed in seeds:
         predictions = {}
         for variant, shuffle in VARIANTS.items():
@@ -94,10 +97,8 @@ def evaluate_learned(
             )
             say(f"encoding: seed {seed}: fit the {readout} readout{' (shuffled pairing)' * shuffle}")
             last = fit_once(out / "runs", f"{variant}_seed{seed}", run_cfg)
-            model, dm = _load(run_cfg, last)
+            model, dm = load_fitted(run_cfg, last)
             predictions[variant] = predict_images(model, dm, "test")
-        plain = stage_datamodule(_without_images(cfg))
-        responses = collect(plain, "test")
         if ridge is None:
             say(f"encoding: ridge on the mean-pooled {init['layer']} features, same train and test images")
             ridge = ridge_on_split(dm, plain, responses, init, bins)
@@ -216,28 +217,24 @@ def ridge_on_split(
 
 
 def markdown(results: dict[str, Any]) -> str:
-    """One row per subject × seed: the model, its shuffled-pairing control, the ceiling."""
-    lines = [
-        "# encoding evaluation (learned readout)",
-        "",
+    """One row per subject × seed: the model, its shuffled-pairing control, the ridge, the ceiling."""
+    intro = (
         f"{results['image_model']} layer {results['layers'][0]} -> {results['readout']} readout -> "
         f"responses ({results['time_bins']} time bins per channel); fitted on the train images, scored "
         f"on {len(results['test_images'])} held-out test images (none in a training epoch); median over "
         "targets; r = Pearson r over the test images, repeats averaged. Control: the same config "
         "fitted with the image-response pairing shuffled. Ridge: himalaya ridge (an alpha per target "
         "by inner folds over the train images) on the same layer mean-pooled, fitted on the same "
-        "train images and scored on the same test images.",
-        "",
-        "| subject | seed | images | repeats | median r | control r (shuffled pairing) | ridge r (pooled layer) "
-        "| noise ceiling r | r / ceiling |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for r in results["rows"]:
-        lines.append(
-            f"| {r['subject']} | {r['seed']} | {r['images']} | {r['repeats']} | {r['median_r']:.3f} | "
-            f"{r['median_control_r']:.3f} | {r['median_ridge_r']:.3f} | {ceiling_cells(r)} |"
-        )
-    return "\n".join(lines) + "\n"
+        "train images and scored on the same test images."
+    )
+    return score_table(
+        "# encoding evaluation (learned readout)",
+        intro,
+        [("subject", "subject"), ("seed", "seed")],
+        "control r (shuffled pairing)",
+        results["rows"],
+        extra=("ridge r (pooled layer)", "median_ridge_r"),
+    )
 
 
 def _stack(by_image: dict[str, np.ndarray], names: list[str]) -> np.ndarray:
@@ -268,19 +265,3 @@ def _without_images(cfg: Namespace) -> Namespace:
     plain = cfg.clone()
     plain["data.images"] = False
     return plain
-
-
-def _load(cfg: Namespace, last: Path) -> tuple[Any, Any]:
-    """The fitted readout (weights from ``last``, read weights-only) and its test data module."""
-    from neurotrain.models.checkpoint_io import read_checkpoint, read_hyperparameters
-    from neurotrain.train.run.lightning_cli import model_class
-
-    init = cfg["model.init_args"]
-    init = init.as_dict() if isinstance(init, Namespace) else dict(init)
-    saved = read_hyperparameters(last)
-    for key in ("subjects", "channel_slots", "input_size"):  # resolved from the data when the fit began
-        init[key] = saved.get(key)
-    model = model_class(cfg)(**init)
-    state, normalization = read_checkpoint(last)
-    model.load_state_dict(state)
-    return model, stage_datamodule(cfg, normalization)

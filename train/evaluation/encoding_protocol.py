@@ -118,29 +118,47 @@ def evaluate_encoding(inputs: BrainImageInputs, out: Path, args: argparse.Namesp
 
 def markdown(results: dict[str, Any]) -> str:
     """Median over targets per subject × layer, with the control and the ceiling beside."""
-    lines = [
-        "# encoding evaluation",
-        "",
+    intro = (
         f"{results['image_model']} features -> responses ({results['time_bins']} time bins per channel), "
         f"ridge with a per-target alpha (himalaya), {results['folds']} outer folds over images; "
-        "median over targets; r = Pearson r on held-out images, repeats averaged.",
-        "",
-        "| subject | layer | images | repeats | median r | control r (shuffled features) | noise ceiling r | r / ceiling |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "median over targets; r = Pearson r on held-out images, repeats averaged."
+    )
+    keys = [("subject", "subject"), ("layer", "layer")]
+    return score_table("# encoding evaluation", intro, keys, "control r (shuffled features)", results["rows"])
+
+
+def score_table(
+    title: str,
+    intro: str,
+    keys: list[tuple[str, str]],
+    control: str,
+    rows: list[dict[str, Any]],
+    extra: tuple[str, str] | None = None,
+) -> str:
+    """An encoding results table: the ``keys`` columns ((header, row key), the first left-aligned,
+    the rest too when not numbers), images, repeats, median r, the ``control`` column, ``extra``
+    (one more score column, (header, row key)), the noise ceiling and r / ceiling; one line per row."""
+
+    def cell(value: Any) -> str:
+        if value is None:
+            return "–"
+        return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+    scores = [
+        ("images", "images"),
+        ("repeats", "repeats"),
+        ("median r", "median_r"),
+        (control, "median_control_r"),
     ]
-    for r in results["rows"]:
-        lines.append(
-            f"| {r['subject']} | {r['layer']} | {r['images']} | {r['repeats']} | {r['median_r']:.3f} | "
-            f"{r.get('median_control_r', float('nan')):.3f} | {ceiling_cells(r)} |"
-        )
+    scores += [extra] if extra else []
+    scores += [("noise ceiling r", "median_ceiling"), ("r / ceiling", "median_normalised")]
+    numeric = [not isinstance(rows[0].get(k) if rows else "", str) for _, k in keys]
+    align = ["---:" if n and i else "---" for i, n in enumerate(numeric)] + ["---:"] * len(scores)
+    lines = [title, "", intro, "", "| " + " | ".join(h for h, _ in keys + scores) + " |"]
+    lines.append("| " + " | ".join(align) + " |")
+    for r in rows:
+        lines.append("| " + " | ".join(cell(r.get(k)) for _, k in keys + scores) + " |")
     return "\n".join(lines) + "\n"
-
-
-def ceiling_cells(row: dict[str, Any]) -> str:
-    """A results row's last two table cells: the median noise ceiling and r / ceiling (– without)."""
-    ceiling = "–" if row["median_ceiling"] is None else f"{row['median_ceiling']:.3f}"
-    norm = "–" if "median_normalised" not in row else f"{row['median_normalised']:.3f}"
-    return f"{ceiling} | {norm}"
 
 
 def r_map(values: np.ndarray, resp: SubjectResponses, path: Path, title: str) -> str:

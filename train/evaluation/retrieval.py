@@ -124,7 +124,7 @@ def evaluate_retrieval(
         run_cfg = seeded_run_config(cfg, seed, PROTOCOL)
         say(f"retrieval: seed {seed}: fit on the train images")
         last = fit_once(out / "runs", f"seed{seed}", run_cfg)
-        model, dm = _load(run_cfg, last)
+        model, dm = load_fitted(run_cfg, last)
         emb = embed_stage(model, dm, "test")
         scores = retrieval_scores(emb, candidates, average_repeats, seed)
         scores["control"] = shuffled_control(emb, candidates, average_repeats, seed)
@@ -134,7 +134,7 @@ def evaluate_retrieval(
                 cfg, seed, PROTOCOL, "control", **{"model.init_args.shuffle_pairing": True}
             )
             control_last = fit_once(out / "runs", f"control_seed{seed}", control_cfg)
-            control_model, control_dm = _load(control_cfg, control_last)
+            control_model, control_dm = load_fitted(control_cfg, control_last)
             control_emb = embed_stage(control_model, control_dm, "test")
             scores["trained_control"] = retrieval_scores(control_emb, candidates, average_repeats, seed)[
                 "scores"
@@ -392,15 +392,20 @@ def claim_folder(out: Path, plan: dict[str, Any]) -> None:
     atomic_write_json(path, plan)
 
 
-def _load(cfg: Namespace, last: Path) -> tuple[Any, Any]:
-    """The fitted model (weights from ``last``, read weights-only) and a fresh data module."""
-    from neurotrain.models.checkpoint_io import read_checkpoint
+def load_fitted(cfg: Namespace, last: Path) -> tuple[Any, Any]:
+    """The fitted model of ``cfg`` and a fresh data module normalised as the fit was.
+
+    ``last`` is read once, weights-only. The model is built from the config's constructor
+    arguments, each replaced by the value the checkpoint saved: what a module resolved from the
+    data when its fit began (subject layers' subjects and width, a readout's subjects, channel slots
+    and input size) is in those, so the weights find every module they belong to."""
+    from neurotrain.models.checkpoint_io import read_fitted
     from neurotrain.train.run.lightning_cli import model_class
 
     init = cfg["model.init_args"]
     init = init.as_dict() if isinstance(init, Namespace) else dict(init)
-    model = model_class(cfg)(**init)
-    state, normalization = read_checkpoint(last)
+    state, normalization, saved = read_fitted(last)
+    model = model_class(cfg)(**{k: saved.get(k, v) for k, v in init.items()})
     model.load_state_dict(state)
     return model, stage_datamodule(cfg, normalization)
 
